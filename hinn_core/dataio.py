@@ -1,0 +1,354 @@
+"""Trajectory files: JSON, CSV and NPZ, read and written with exact round trips.
+
+Formats (chosen by the file suffix):
+
+* ``.json`` — ``{"format": "hinn-trajectories", "version": 1, "dof": n, "source": {...},
+  "trajectories": [{"t": [...], "q": [[...]], "p": [[...]]}, ...]}``; only ``trajectories`` is
+  required on load.
+* ``.csv`` — long format, one row per time point, header ``trajectory,t,q0..q{n-1},p0..p{n-1}``;
+  rows of one trajectory share its id (any string), trajectories in order of first appearance.
+  Errors name ``row N, column NAME`` with N the 1-based line number of the file (header = line 1).
+* ``.npz`` — stacked ``t`` (N, T+1) or shared (T+1,), ``q``/``p`` (N, T+1, n); or ragged
+  ``t_0, q_0, p_0, t_1, ...``; optional ``source_json`` (UTF-8 bytes as uint8). Always read
+  with ``allow_pickle=False``: object arrays are refused, never unpickled.
+
+Every malformed input raises `DataError` whose ``field`` points at the offending key, column or
+row. The ``*_text``/``*_bytes`` variants serve uploads that never touch the file system.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hinn_core.data import Trajectory, TrajectoryDataset
+from hinn_core.errors import DataError
+
+FORMAT_NAME = "hinn-trajectories"
+FORMAT_VERSION = 1
+SUFFIXES = (".json", ".csv", ".npz")
+
+
+def _json_default(obj: Any) -> Any:
+    """Numpy scalars/arrays in ``source`` metadata → plain JSON values."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _remap(err: DataError, fields: dict[str, str]) -> DataError:
+    """The same problem with the Trajectory-level field (``t``/``q``/``p``) renamed for the file."""
+    return DataError(err.problem, field=fields.get(err.field or "", err.field))
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+def dataset_to_json(ds: TrajectoryDataset) -> dict[str, Any]:
+    """The JSON document of ``ds`` (floats survive ``json.dumps`` exactly: they are written by repr)."""
+    return {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "dof": ds.dof,
+        "source": dict(ds.source),
+        "trajectories": ds.to_lists(),
+    }
+
+
+def dataset_from_json(obj: Any) -> TrajectoryDataset:
+    """Validate a parsed JSON document (see the module docstring) and build the dataset."""
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"must be a JSON object with key 'trajectories', got {type(obj).__name__}", field="file"
+        )
+    if "format" in obj and obj["format"] != FORMAT_NAME:
+        raise DataError(f"must be {FORMAT_NAME!r}, got {obj['format']!r}", field="format")
+    if "version" in obj and obj["version"] != FORMAT_VERSION:
+        raise DataError(
+            f"unsupported version {obj['version']!r}; this reader knows {FORMAT_VERSION}", field="version"
+        )
+    if "trajectories" not in obj:
+        raise DataError("is missing: expected a list of {t, q, p} objects", field="trajectories")
+    dof = obj.get("dof")
+    if dof is not None and (isinstance(dof, bool) or not isinstance(dof, int) or dof < 1):
+        raise DataError(f"must be a positive integer, got {dof!r}", field="dof")
+    source = obj.get("source") or {}
+    if not isinstance(source, dict):
+        raise DataError(f"must be an object, got {type(source).__name__}", field="source")
+    return TrajectoryDataset.from_lists(obj["trajectories"], source=source, dof=dof)
+
+
+def _dataset_from_json_text(text: str) -> TrajectoryDataset:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}", field="file"
+        ) from None
+    return dataset_from_json(obj)
+
+
+# -- CSV -------------------------------------------------------------------------------------------
+def dataset_to_csv_text(ds: TrajectoryDataset) -> str:
+    """Long-format CSV; trajectory ids are 0, 1, ...; numbers written by ``repr`` (exact round trip)."""
+    n = ds.dof
+    lines = [",".join(["trajectory", "t", *(f"q{j}" for j in range(n)), *(f"p{j}" for j in range(n))])]
+    for i, tr in enumerate(ds.trajectories):
+        rows = np.concatenate([tr.t[:, None], tr.q, tr.p], axis=1).tolist()
+        lines.extend(f"{i}," + ",".join(map(repr, row)) for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def _check_header(names: list[str]) -> int:
+    """The dof declared by a CSV header; `DataError` naming the first wrong/missing/extra column."""
+    n = max(1, sum(1 for name in names[2:] if re.fullmatch(r"q\d+", name)))
+    expected = ["trajectory", "t", *(f"q{j}" for j in range(n)), *(f"p{j}" for j in range(n))]
+    for k, want in enumerate(expected):
+        got = names[k] if k < len(names) else None
+        if got != want:
+            found = "is missing" if got is None else f"found {got!r} instead"
+            raise DataError(
+                f"header column {k + 1} must be {want!r} ({found}); expected header {','.join(expected)}",
+                field=f"column {want}",
+            )
+    if len(names) > len(expected):
+        extra = names[len(expected)]
+        raise DataError(
+            f"unexpected column {extra!r} after the {len(expected)} expected ones ({','.join(expected)})",
+            field=f"column {extra}",
+        )
+    return n
+
+
+def dataset_from_csv_text(text: str) -> TrajectoryDataset:
+    """Parse and validate long-format CSV text (see the module docstring)."""
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    try:
+        header = next(r for r in reader if any(c.strip() for c in r))
+    except StopIteration:
+        raise DataError("the CSV file is empty; expected a header line", field="header") from None
+    except csv.Error as e:
+        raise DataError(f"is not valid CSV: {e}", field="header") from None
+    names = [c.strip() for c in header]
+    n = _check_header(names)
+    groups: dict[str, tuple[list[int], list[list[float]]]] = {}
+    try:
+        for row in reader:
+            if not any(c.strip() for c in row):
+                continue
+            line = reader.line_num
+            if len(row) != len(names):
+                raise DataError(f"has {len(row)} cells but the header has {len(names)}", field=f"row {line}")
+            tid = row[0].strip()
+            if not tid:
+                raise DataError("the trajectory id is empty", field=f"row {line}, column trajectory")
+            values = []
+            for name, cell in zip(names[1:], row[1:], strict=True):
+                try:
+                    x = float(cell)
+                except ValueError:
+                    raise DataError(
+                        f"is not a number: {cell!r}", field=f"row {line}, column {name}"
+                    ) from None
+                if not math.isfinite(x):
+                    raise DataError(
+                        f"NaN or infinity ({cell.strip()!r}) in trajectory {tid!r}; values must be finite",
+                        field=f"row {line}, column {name}",
+                    )
+                values.append(x)
+            lines, data = groups.setdefault(tid, ([], []))
+            if data and values[0] <= data[-1][0]:
+                raise DataError(
+                    f"times must be strictly increasing within trajectory {tid!r}: t = {values[0]!r} "
+                    f"follows t = {data[-1][0]!r} (row {lines[-1]})",
+                    field=f"row {line}, column t",
+                )
+            lines.append(line)
+            data.append(values)
+    except csv.Error as e:
+        raise DataError(f"is not valid CSV: {e}", field=f"row {reader.line_num}") from None
+    if not groups:
+        raise DataError("the CSV file has a header but no data rows", field="trajectories")
+    trajectories = []
+    for tid, (_, data) in groups.items():
+        arr = np.array(data, dtype=np.float64)
+        where = f"trajectory {tid}"
+        try:
+            tr = Trajectory.from_arrays(arr[:, 0], arr[:, 1 : 1 + n], arr[:, 1 + n :])
+        except DataError as e:
+            raise _remap(e, {k: f"{where}, column {k}" for k in ("t", "q", "p")}) from None
+        trajectories.append(tr)
+    return TrajectoryDataset(trajectories)
+
+
+# -- NPZ -------------------------------------------------------------------------------------------
+def dataset_to_npz_bytes(ds: TrajectoryDataset) -> bytes:
+    """Stacked arrays when all trajectories have the same length, else ragged ``t_i/q_i/p_i`` keys."""
+    arrays: dict[str, np.ndarray] = {}
+    if len({tr.n_points for tr in ds.trajectories}) == 1:
+        arrays = {k: np.stack([getattr(tr, k) for tr in ds.trajectories]) for k in ("t", "q", "p")}
+    else:
+        for i, tr in enumerate(ds.trajectories):
+            arrays.update({f"t_{i}": tr.t, f"q_{i}": tr.q, f"p_{i}": tr.p})
+    source = json.dumps(ds.source, default=_json_default).encode("utf-8")
+    arrays["source_json"] = np.frombuffer(source, dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _npz_array(npz: Any, key: str, ndims: tuple[int, ...]) -> np.ndarray:
+    """``npz[key]`` as a numeric array of one of ``ndims``, loaded without pickle."""
+    if key not in npz.files:
+        raise DataError(f"missing array {key!r}; NPZ keys present: {sorted(npz.files)}", field=key)
+    try:
+        arr = npz[key]
+    except ValueError as e:  # object arrays: numpy refuses them when allow_pickle=False
+        raise DataError(
+            f"cannot be read without unpickling ({e}); store numeric arrays only", field=key
+        ) from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"is corrupt: {e}", field=key) from None
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"must be a numeric (int/float) array, got dtype {arr.dtype}", field=key)
+    if arr.ndim not in ndims:
+        raise DataError(
+            f"must have {' or '.join(map(str, ndims))} dimensions, got shape {arr.shape}", field=key
+        )
+    return arr
+
+
+def _npz_source(npz: Any) -> dict[str, Any]:
+    if "source_json" not in npz.files:
+        return {}
+    try:
+        raw = npz["source_json"]
+    except ValueError:
+        raise DataError(
+            "cannot be read without unpickling; store UTF-8 bytes as uint8", field="source_json"
+        ) from None
+    try:
+        text = raw.tobytes().decode("utf-8") if raw.dtype == np.uint8 else str(raw[()])
+        source = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, IndexError, ValueError) as e:
+        raise DataError(f"is not UTF-8 JSON text: {e}", field="source_json") from None
+    if not isinstance(source, dict):
+        raise DataError(f"must hold a JSON object, got {type(source).__name__}", field="source_json")
+    return source
+
+
+def _npz_trajectory(t: np.ndarray, q: np.ndarray, p: np.ndarray, names: tuple[str, str, str]) -> Trajectory:
+    try:
+        return Trajectory.from_arrays(t, q, p)
+    except DataError as e:
+        raise _remap(e, dict(zip(("t", "q", "p"), names, strict=True))) from None
+
+
+def dataset_from_npz_bytes(data: bytes) -> TrajectoryDataset:
+    """Parse and validate NPZ bytes (see the module docstring); never unpickles."""
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"is not a readable NPZ archive: {e}", field="file") from None
+    if not hasattr(npz, "files"):  # a bare .npy array, not an archive
+        raise DataError("is a single .npy array; expected an NPZ archive with keys t, q, p", field="file")
+    with npz:
+        stacked = any(k in npz.files for k in ("t", "q", "p"))
+        if stacked and any(re.fullmatch(r"[tqp]_\d+", k) for k in npz.files):
+            raise DataError("mixes stacked keys (t, q, p) with per-trajectory keys (t_0, ...)", field="t_0")
+        trajectories = []
+        if stacked:
+            q, p = _npz_array(npz, "q", (3,)), _npz_array(npz, "p", (3,))
+            t = _npz_array(npz, "t", (1, 2))
+            if p.shape != q.shape:
+                raise DataError(f"has shape {p.shape} but q has shape {q.shape}; they must match", field="p")
+            if t.shape not in (q.shape[:2], q.shape[1:2]):
+                raise DataError(
+                    f"has shape {t.shape}; with q of shape {q.shape} it must be "
+                    f"{q.shape[:2]} or ({q.shape[1]},)",
+                    field="t",
+                )
+            for i in range(q.shape[0]):
+                ti, tname = (t[i], f"t[{i}]") if t.ndim == 2 else (t, "t")
+                trajectories.append(_npz_trajectory(ti, q[i], p[i], (tname, f"q[{i}]", f"p[{i}]")))
+        else:
+            if "t_0" not in npz.files:
+                ragged = any(re.fullmatch(r"[qp]_\d+", k) for k in npz.files)
+                raise DataError(
+                    f"missing: expected stacked keys t, q, p or per-trajectory keys t_0, q_0, p_0; "
+                    f"found {sorted(npz.files)}",
+                    field="t_0" if ragged else "t",
+                )
+            i = 0
+            while f"t_{i}" in npz.files:
+                names = (f"t_{i}", f"q_{i}", f"p_{i}")
+                arrays = [_npz_array(npz, k, (nd,)) for k, nd in zip(names, (1, 2, 2), strict=True)]
+                trajectories.append(_npz_trajectory(*arrays, names))
+                i += 1
+            stray = sorted(k for k in npz.files if re.fullmatch(r"[qp]_\d+", k) and int(k[2:]) >= i)
+            if stray:
+                raise DataError(
+                    f"missing, but {stray[0]} is present; per-trajectory keys t_i, q_i, p_i must be "
+                    "numbered from 0 without gaps",
+                    field=f"t_{i}",
+                )
+        source = _npz_source(npz)
+    try:
+        return TrajectoryDataset(trajectories, source)
+    except DataError as e:  # dof mismatch between trajectories: name the NPZ key
+        m = re.fullmatch(r"trajectories\[(\d+)\]\.q", e.field or "")
+        raise _remap(e, {e.field or "": f"q_{m.group(1)}" if m else "q"}) from None
+
+
+# -- files -----------------------------------------------------------------------------------------
+def _suffix(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(
+            f"unknown file type {suffix or '(none)'!r} of {str(path)!r}; use one of {', '.join(SUFFIXES)}",
+            field="path",
+        )
+    return suffix
+
+
+def dataset_from_bytes(data: bytes, filename: str) -> TrajectoryDataset:
+    """Parse an uploaded file's bytes; the format comes from ``filename``'s suffix."""
+    suffix = _suffix(filename)
+    if suffix == ".npz":
+        return dataset_from_npz_bytes(data)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"is not UTF-8 text: {e}", field="file") from None
+    return _dataset_from_json_text(text) if suffix == ".json" else dataset_from_csv_text(text)
+
+
+def save_dataset(ds: TrajectoryDataset, path: str | Path) -> Path:
+    """Write ``ds`` in the format of ``path``'s suffix (.json, .csv or .npz); returns the path."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix == ".npz":
+        path.write_bytes(dataset_to_npz_bytes(ds))
+    elif suffix == ".json":
+        path.write_text(json.dumps(dataset_to_json(ds), default=_json_default), encoding="utf-8")
+    else:
+        path.write_text(dataset_to_csv_text(ds), encoding="utf-8", newline="")
+    return path
+
+
+def load_dataset(path: str | Path) -> TrajectoryDataset:
+    """Read and validate a dataset file; the format comes from the suffix."""
+    _suffix(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot be read: {e.strerror or e}", field="path") from None
+    return dataset_from_bytes(data, str(path))

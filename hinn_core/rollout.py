@@ -1,0 +1,128 @@
+"""Prediction: roll a trained model out from initial conditions on a time grid.
+
+This is the path behind ``hinn predict`` and ``POST /predict``. It runs without autograd, batched
+over initial conditions, and reports the learned H (physical sign, calibrated constant) and,
+when the generating system is known, the true H along the predicted states.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hinn_core.errors import DataError
+from hinn_core.integrators import Integrator, get_integrator
+from hinn_core.models import DynamicsModel
+from hinn_core.systems import System
+
+
+def make_time_grid(t_end: float, dt: float, t_start: float = 0.0, max_steps: int | None = None) -> np.ndarray:
+    """``t_start, t_start+dt, …`` up to exactly ``t_end`` (the last step is shorter if needed)."""
+    if not (math.isfinite(t_end) and t_end > t_start):
+        raise DataError(f"must be a finite number > {t_start}, got {t_end!r}", field="t_end")
+    if not (math.isfinite(dt) and dt > 0):
+        raise DataError(f"must be a finite number > 0, got {dt!r}", field="dt")
+    n = max(1, math.ceil((t_end - t_start) / dt - 1e-9))
+    if max_steps is not None and n > max_steps:
+        raise DataError(
+            f"t_end/dt gives {n} steps, more than the limit of {max_steps}; raise dt or lower t_end",
+            field="dt",
+        )
+    t = t_start + dt * np.arange(n + 1, dtype=np.float64)
+    t[-1] = t_end
+    return t
+
+
+def check_times(times: Any, max_steps: int | None = None) -> np.ndarray:
+    """Validate explicit (variable-step) output times: finite, strictly increasing, ≥ 2 points."""
+    try:
+        t = np.asarray(times, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("must be a list of numbers", field="times") from None
+    if t.ndim != 1 or len(t) < 2:
+        raise DataError(f"needs at least 2 time points in a flat list, got shape {t.shape}", field="times")
+    if not np.isfinite(t).all():
+        raise DataError(f"contains NaN or infinity at index {int(np.argmin(np.isfinite(t)))}", field="times")
+    d = np.diff(t)
+    if (d <= 0).any():
+        k = int(np.argmax(d <= 0))
+        raise DataError(
+            f"must be strictly increasing; times[{k + 1}] = {t[k + 1]!r} follows times[{k}] = {t[k]!r}",
+            field="times",
+        )
+    if max_steps is not None and len(t) - 1 > max_steps:
+        raise DataError(f"has {len(t) - 1} steps, more than the limit of {max_steps}", field="times")
+    return t
+
+
+@dataclass
+class Prediction:
+    """Predicted trajectories: ``q, p: (B, T+1, dof)``, ``H, H_true: (B, T+1)`` or None."""
+
+    times: np.ndarray
+    q: np.ndarray
+    p: np.ndarray
+    H: np.ndarray | None
+    H_true: np.ndarray | None
+
+    def trajectories(self) -> list[dict[str, Any]]:
+        out = []
+        for i in range(self.q.shape[0]):
+            item: dict[str, Any] = {"q": self.q[i].tolist(), "p": self.p[i].tolist()}
+            item["H"] = self.H[i].tolist() if self.H is not None else None
+            if self.H_true is not None:
+                item["H_true"] = self.H_true[i].tolist()
+            out.append(item)
+        return out
+
+
+def check_initial_conditions(q0: Any, p0: Any, dof: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(B, dof)`` arrays from one IC (``(dof,)``) or a batch; names the field on failure."""
+    arrays = []
+    for name, value in (("q", q0), ("p", p0)):
+        try:
+            a = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError("must be a list of numbers", field=f"initial_conditions.{name}") from None
+        if a.ndim == 1:
+            a = a[None]
+        if a.ndim != 2 or a.shape[1] != dof:
+            raise DataError(f"must have {dof} component(s) (the model's dof), got shape {a.shape[1:]}",
+                            field=f"initial_conditions.{name}")
+        if not np.isfinite(a).all():
+            raise DataError("contains NaN or infinity", field=f"initial_conditions.{name}")
+        arrays.append(a)
+    if arrays[0].shape[0] != arrays[1].shape[0]:
+        raise DataError("q and p need the same number of initial conditions", field="initial_conditions")
+    return arrays[0], arrays[1]
+
+
+@torch.no_grad()
+def predict(
+    model: DynamicsModel,
+    q0: Any,
+    p0: Any,
+    times: np.ndarray,
+    *,
+    integrator: str | Integrator | None = None,
+    system: System | None = None,
+) -> Prediction:
+    """Roll out ``model`` from ``q0, p0`` (``(dof,)`` or ``(B, dof)``) onto ``times``."""
+    q_np, p_np = check_initial_conditions(q0, p0, model.dof)
+    times = check_times(times)
+    if isinstance(integrator, str):
+        integrator = get_integrator(integrator)
+    kw = {"dtype": model.dtype, "device": model.device}
+    q, p = model.rollout(torch.as_tensor(q_np, **kw), torch.as_tensor(p_np, **kw),
+                         torch.as_tensor(np.diff(times), **kw), integrator)
+    B, T1, n = q.shape
+    H = model.hamiltonian(q.reshape(-1, n), p.reshape(-1, n))
+    q_out = q.double().cpu().numpy()
+    p_out = p.double().cpu().numpy()
+    H_out = H.double().cpu().numpy().reshape(B, T1) if H is not None else None
+    H_true = np.asarray(system.hamiltonian(q_out, p_out), dtype=np.float64) if system is not None else None
+    return Prediction(times, q_out, p_out, H_out, H_true)

@@ -1,0 +1,388 @@
+"""Training: multi-step rollout loss through the integrator (HINN, mlp) or derivative matching (HNN).
+
+The rollout loss is the MSE between the integrated and the observed (q, p) over windows of
+``rollout_steps`` consecutive steps, started from each observed state; variable steps are
+taken from the data's own time stamps. Adam with a learning-rate schedule, gradient clipping,
+early stopping on a validation split (by trajectory) and restoring the best weights.
+Deterministic for a given seed on a given device and thread count.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hinn_core.data import TrajectoryDataset
+from hinn_core.errors import ConfigError, IntegrationError, TrainingCancelled, TrainingDiverged
+from hinn_core.finite_differences import finite_difference_rates
+from hinn_core.models import DynamicsModel, ModelSpec
+
+LR_SCHEDULES = ("cosine", "plateau", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. Defaults train spring–mass to rollout MSE < 1e-5 in about a minute."""
+
+    epochs: int = 100
+    learning_rate: float = 1e-2
+    batch_size: int = 256
+    rollout_steps: int = 5
+    #: full-batch L-BFGS iterations after Adam (0 = none): Adam finds the basin, L-BFGS polishes —
+    #: in float64 it lowers the rollout error by 1–3 orders of magnitude for the same time.
+    lbfgs_iterations: int = 200
+    #: window length for the L-BFGS phase (None: twice ``rollout_steps``)
+    lbfgs_rollout_steps: int | None = None
+    #: cap on the windows the full-batch L-BFGS phase uses (a fixed random subset beyond it)
+    lbfgs_max_windows: int = 4096
+    lr_schedule: str = "cosine"
+    min_lr_factor: float = 0.01
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    val_fraction: float = 0.2
+    patience: int = 100
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> ConfigError:
+            return ConfigError(f"must be {rule}, got {getattr(self, name)!r}", field=f"training.{name}")
+
+        for name, lo, hi in (("epochs", 1, 1_000_000), ("batch_size", 1, 1_000_000),
+                             ("rollout_steps", 1, 10_000), ("patience", 0, 1_000_000),
+                             ("lbfgs_iterations", 0, 100_000), ("lbfgs_max_windows", 1, 10_000_000)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise bad(name, f"an integer in [{lo}, {hi}]")
+        if self.lbfgs_rollout_steps is not None and not (
+                isinstance(self.lbfgs_rollout_steps, int) and 1 <= self.lbfgs_rollout_steps <= 10_000):
+            raise bad("lbfgs_rollout_steps", "null or an integer in [1, 10000]")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise bad("seed", "a non-negative integer")
+        for name in ("learning_rate", "min_lr_factor", "grad_clip"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise bad(name, "a finite number > 0")
+        if not (0 <= self.weight_decay < 1):
+            raise bad("weight_decay", "in [0, 1)")
+        if not (0 <= self.val_fraction < 1):
+            raise bad("val_fraction", "in [0, 1)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", f"one of {list(LR_SCHEDULES)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise bad("device", "one of ['auto', 'cpu', 'cuda']")
+        if self.dtype not in ("float32", "float64"):
+            raise bad("dtype", "one of ['float32', 'float64']")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("CUDA was requested but no GPU is available; use 'auto' or 'cpu'",
+                          field="training.device")
+    return torch.device(name)
+
+
+@dataclass
+class Windows:
+    """Training windows: start states, the next k observed states and the k step sizes."""
+
+    x0: Tensor  # (W, 2n)
+    target: Tensor  # (W, k, 2n)
+    h: Tensor  # (W, k)
+
+    def __len__(self) -> int:
+        return int(self.x0.shape[0])
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Windows:
+        return Windows(*(a.to(device=device, dtype=dtype) for a in (self.x0, self.target, self.h)))
+
+    def batch(self, idx: Tensor) -> Windows:
+        return Windows(self.x0[idx], self.target[idx], self.h[idx])
+
+
+def make_windows(ds: TrajectoryDataset, k: int) -> Windows:
+    """All windows of ``k`` steps (every start point); ``k`` is capped by the shortest trajectory."""
+    k = min(k, min(tr.n_points - 1 for tr in ds.trajectories))
+    x0, target, h = [], [], []
+    for tr in ds.trajectories:
+        s = tr.state
+        n_win = tr.n_points - k
+        idx = np.arange(n_win)[:, None] + np.arange(1, k + 1)[None, :]
+        x0.append(s[:n_win])
+        target.append(s[idx])
+        h.append(tr.steps[np.arange(n_win)[:, None] + np.arange(k)[None, :]])
+    return Windows(*(torch.from_numpy(np.concatenate(a)) for a in (x0, target, h)))
+
+
+def dataset_rates(ds: TrajectoryDataset) -> np.ndarray:
+    """Finite-difference (dq/dt, dp/dt) at every observed state, ``(N, 2n)``."""
+    return np.concatenate([finite_difference_rates(tr.t, tr.state) for tr in ds.trajectories])
+
+
+@dataclass
+class TrainResult:
+    model: DynamicsModel
+    spec: ModelSpec
+    config: TrainConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = math.nan
+    final_train_loss: float = math.nan
+    stopped_early: bool = False
+    seconds: float = 0.0
+    energy_offset: float = 0.0
+    n_train: int = 0
+    n_val: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "final_train_loss": self.final_train_loss,
+            "epochs_run": len(self.history),
+            "stopped_early": self.stopped_early,
+            "seconds": self.seconds,
+            "energy_offset": self.energy_offset,
+            "n_train_trajectories": self.n_train,
+            "n_val_trajectories": self.n_val,
+        }
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+LBFGS_CHUNK = 20  # L-BFGS iterations between progress reports / cancellation checks
+LBFGS_PATIENCE = 5  # chunks without a better validation loss before L-BFGS stops
+
+
+class _Tracker:
+    """Loss history, the best weights so far (by validation loss, else training loss), progress."""
+
+    def __init__(self, model: DynamicsModel, result: TrainResult, total: int, t_start: float,
+                 progress: ProgressFn | None) -> None:
+        self.model, self.result, self.total = model, result, total
+        self.t_start, self.progress = t_start, progress
+        self.best = math.inf
+        self.best_state: dict[str, Tensor] | None = None
+
+    def record(self, epoch: int, phase: str, train_loss: float, val_loss: float, lr: float) -> bool:
+        rec = {"epoch": epoch, "epochs": self.total, "phase": phase, "train_loss": train_loss,
+               "val_loss": val_loss, "lr": lr, "seconds": time.perf_counter() - self.t_start}
+        self.result.history.append(rec)
+        if self.progress is not None:
+            self.progress(dict(rec))
+        monitor = val_loss if math.isfinite(val_loss) else train_loss
+        if monitor < self.best:
+            self.best = monitor
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.result.best_epoch = epoch
+            return True
+        return False
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+
+
+def _rollout_loss(model: DynamicsModel, w: Windows) -> Tensor:
+    n = model.dof
+    q, p = model.rollout(w.x0[:, :n], w.x0[:, n:], w.h)
+    pred = torch.cat([q[:, 1:], p[:, 1:]], dim=-1)
+    return torch.mean((pred - w.target) ** 2)
+
+
+def _derivative_loss(model: DynamicsModel, x: Tensor, dx: Tensor) -> Tensor:
+    n = model.dof
+    dq, dp = model.rates(x[:, :n], x[:, n:])
+    return torch.mean((torch.cat([dq, dp], dim=-1) - dx) ** 2)
+
+
+def train(
+    dataset: TrajectoryDataset,
+    spec: ModelSpec | None = None,
+    config: TrainConfig | None = None,
+    *,
+    val_dataset: TrajectoryDataset | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a model on ``dataset`` and return it with its loss history.
+
+    ``val_dataset`` defaults to a ``val_fraction`` split of ``dataset`` by trajectory.
+    ``progress`` receives ``{"epoch", "epochs", "train_loss", "val_loss", "lr", "seconds"}``
+    after every epoch; ``should_stop()`` is polled between epochs and raises `TrainingCancelled`.
+    Raises `TrainingDiverged` if the loss or the rolled-out state becomes non-finite.
+    """
+    config = config or TrainConfig()
+    spec = spec or ModelSpec(dof=dataset.dof)
+    if spec.dof != dataset.dof:
+        raise ConfigError(f"model dof {spec.dof} does not match the data's dof {dataset.dof}", field="model.dof")
+    device = resolve_device(config.device)
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    t_start = time.perf_counter()
+
+    train_ds = dataset
+    if val_dataset is None and config.val_fraction > 0 and len(dataset) >= 2:
+        train_ds, val_dataset = dataset.split((1 - config.val_fraction, config.val_fraction), seed=config.seed)
+
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = DynamicsModel(spec).to(device=device, dtype=dtype)
+    rates = dataset_rates(train_ds)
+    model.fit_normalisation(train_ds.states(), rates)
+
+    derivative = spec.architecture == "hnn"
+    if derivative:
+        x_train = torch.as_tensor(train_ds.states(), device=device, dtype=dtype)
+        dx_train = torch.as_tensor(rates, device=device, dtype=dtype)
+        n_samples = len(x_train)
+    else:
+        win = make_windows(train_ds, config.rollout_steps).to(device, dtype)
+        n_samples = len(win)
+    val_win = make_windows(val_dataset, config.rollout_steps).to(device, dtype) if val_dataset else None
+
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    sched: Any = None
+    if config.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=config.epochs, eta_min=config.learning_rate * config.min_lr_factor)
+    elif config.lr_schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=0.5, patience=20, min_lr=config.learning_rate * config.min_lr_factor)
+
+    result = TrainResult(model=model, spec=spec, config=config, n_train=len(train_ds),
+                         n_val=len(val_dataset) if val_dataset else 0)
+    n_chunks = math.ceil(config.lbfgs_iterations / LBFGS_CHUNK)
+    tracker = _Tracker(model, result, config.epochs + n_chunks, t_start, progress)
+
+    def validate(epoch: int) -> float:
+        if val_win is None:
+            return math.nan
+        model.eval()
+        try:
+            with torch.no_grad():
+                val = float(_rollout_loss(model, val_win))
+        except IntegrationError as exc:
+            raise TrainingDiverged(f"epoch {epoch} (validation): {exc}") from exc
+        if not math.isfinite(val):
+            raise TrainingDiverged(f"validation loss became non-finite at epoch {epoch}")
+        return val
+
+    def check_cancel(epoch: int) -> None:
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"training cancelled before epoch {epoch}")
+
+    since_best = 0
+    for epoch in range(1, config.epochs + 1):
+        check_cancel(epoch)
+        model.train()
+        perm = torch.randperm(n_samples, generator=gen).to(device)
+        total, count = 0.0, 0
+        for b in range(0, n_samples, config.batch_size):
+            idx = perm[b : b + config.batch_size]
+            try:
+                if derivative:
+                    loss = _derivative_loss(model, x_train[idx], dx_train[idx])
+                else:
+                    loss = _rollout_loss(model, win.batch(idx))
+            except IntegrationError as exc:
+                raise TrainingDiverged(f"epoch {epoch}: {exc}") from exc
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became non-finite at epoch {epoch}; try a smaller learning_rate, a smaller "
+                    "dt, or integrator='implicit_midpoint'")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        train_loss = total / count
+        val_loss = validate(epoch)
+        lr = opt.param_groups[0]["lr"]
+        improved = tracker.record(epoch, "adam", train_loss, val_loss, lr)
+        since_best = 0 if improved else since_best + 1
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(val_loss if val_win is not None else train_loss)
+        elif sched is not None:
+            sched.step()
+        if config.patience and since_best >= config.patience:
+            result.stopped_early = True
+            break
+
+    if n_chunks:
+        tracker.restore_best()
+        if derivative:
+            def full_loss() -> Tensor:
+                return _derivative_loss(model, x_train, dx_train)
+        else:
+            k = config.lbfgs_rollout_steps or 2 * config.rollout_steps
+            lw = make_windows(train_ds, k).to(device, dtype)
+            if len(lw) > config.lbfgs_max_windows:
+                lw = lw.batch(torch.randperm(len(lw), generator=gen)[: config.lbfgs_max_windows].to(device))
+
+            def full_loss() -> Tensor:
+                return _rollout_loss(model, lw)
+
+        lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=LBFGS_CHUNK, max_eval=3 * LBFGS_CHUNK,
+                                  history_size=50,
+                                  line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-16)
+        last: dict[str, float] = {}
+
+        def closure() -> Tensor:
+            lbfgs.zero_grad(set_to_none=True)
+            loss = full_loss()
+            if torch.isfinite(loss):
+                loss.backward()
+            last["loss"] = float(loss.detach())
+            return loss
+
+        model.train()
+        stale = 0
+        for chunk in range(1, n_chunks + 1):
+            epoch = config.epochs + chunk
+            check_cancel(epoch)
+            iters_before = lbfgs.state[lbfgs._params[0]].get("n_iter", 0) if lbfgs.state else 0
+            try:
+                lbfgs.step(closure)
+            except IntegrationError:
+                break  # a line-search trial left the stable region: keep the best weights so far
+            if not math.isfinite(last.get("loss", math.nan)) or not all(
+                    torch.isfinite(p_).all() for p_ in model.parameters()):
+                break
+            improved = tracker.record(epoch, "lbfgs", last["loss"], validate(epoch), 1.0)
+            stale = 0 if improved else stale + 1
+            iters_after = lbfgs.state[lbfgs._params[0]].get("n_iter", 0)
+            if stale >= LBFGS_PATIENCE or iters_after == iters_before:
+                break  # validation no longer improves, or L-BFGS made no step (converged)
+
+    tracker.restore_best()
+    model.eval()
+    system = dataset.system
+    states = train_ds.states()
+    true_energy = None
+    if system is not None and spec.is_hamiltonian:
+        true_energy = np.asarray(system.hamiltonian(states[:, : spec.dof], states[:, spec.dof :]))
+    result.energy_offset = model.calibrate_energy(states, true_energy)
+    result.best_val_loss = tracker.best if val_win is not None else math.nan
+    result.final_train_loss = result.history[-1]["train_loss"]
+    result.seconds = time.perf_counter() - t_start
+    return result
