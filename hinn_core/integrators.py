@@ -29,6 +29,14 @@ def _newton_tol(z: Tensor) -> float:
     return 1e-12 if z.dtype == torch.float64 else 1e-6
 
 
+def _newton_correction(j: Tensor, r: Tensor) -> Tensor:
+    """``j⁻¹ r`` for ``j: (B, d, d)``, ``r: (B, d)``; a singular ``j`` is an `IntegrationError`."""
+    try:
+        return torch.linalg.solve(j, r.unsqueeze(-1)).squeeze(-1)
+    except torch.linalg.LinAlgError as exc:
+        raise IntegrationError("implicit step hit a singular Newton Jacobian; try a smaller dt") from exc
+
+
 def newton_solve(residual: Callable[[Tensor], Tensor], jac: Callable[[Tensor], Tensor], z0: Tensor) -> Tensor:
     """Solve ``residual(z) = 0`` for ``z: (B, d)``; ``jac(z): (B, d, d)`` is ∂residual/∂z.
 
@@ -39,7 +47,7 @@ def newton_solve(residual: Callable[[Tensor], Tensor], jac: Callable[[Tensor], T
     z = z0.detach()
     with torch.no_grad():
         for _ in range(NEWTON_MAX_ITER):
-            dz = torch.linalg.solve(jac(z), residual(z).unsqueeze(-1)).squeeze(-1)
+            dz = _newton_correction(jac(z), residual(z))
             z = z - dz
             if not torch.isfinite(z).all():
                 break
@@ -55,7 +63,7 @@ def newton_solve(residual: Callable[[Tensor], Tensor], jac: Callable[[Tensor], T
     if torch.is_grad_enabled():
         with torch.no_grad():
             j = jac(z)
-        z = z - torch.linalg.solve(j, residual(z).unsqueeze(-1)).squeeze(-1)
+        z = z - _newton_correction(j, residual(z))
     return z
 
 
@@ -234,7 +242,10 @@ def integrate(
     qs, ps = [q0], [p0]
     q, p = q0, p0
     for k in range(h.shape[1]):
-        q, p = integrator.step(dyn, q, p, h[:, k : k + 1])
+        try:
+            q, p = integrator.step(dyn, q, p, h[:, k : k + 1])
+        except IntegrationError as exc:  # a failed Newton solve: name the step it happened in
+            raise IntegrationError(f"step {k + 1} ({integrator.name}): {exc}") from exc
         qs.append(q)
         ps.append(p)
     q_all, p_all = torch.stack(qs, dim=1), torch.stack(ps, dim=1)

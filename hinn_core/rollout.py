@@ -85,7 +85,7 @@ def check_initial_conditions(q0: Any, p0: Any, dof: int) -> tuple[np.ndarray, np
     arrays = []
     for name, value in (("q", q0), ("p", p0)):
         try:
-            a = np.asarray(value, dtype=np.float64)
+            a = np.array(value, dtype=np.float64)  # a copy: callers' arrays may be read-only
         except (TypeError, ValueError):
             raise DataError("must be a list of numbers", field=f"initial_conditions.{name}") from None
         if a.ndim == 1:

@@ -42,7 +42,7 @@ class TrainConfig:
     #: window length for the L-BFGS phase (None: twice ``rollout_steps``)
     lbfgs_rollout_steps: int | None = None
     #: cap on the windows the full-batch L-BFGS phase uses (a fixed random subset beyond it)
-    lbfgs_max_windows: int = 4096
+    lbfgs_max_windows: int = 1024
     lr_schedule: str = "cosine"
     min_lr_factor: float = 0.01
     weight_decay: float = 0.0
@@ -342,7 +342,7 @@ def train(
             def full_loss() -> Tensor:
                 return _rollout_loss(model, lw)
 
-        lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=LBFGS_CHUNK, max_eval=3 * LBFGS_CHUNK,
+        lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=LBFGS_CHUNK, max_eval=2 * LBFGS_CHUNK,
                                   history_size=50,
                                   line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-16)
         last: dict[str, float] = {}

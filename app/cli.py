@@ -1,0 +1,267 @@
+"""The ``hinn`` command line: local training and prediction, and the service's entry points.
+
+``hinn train`` / ``hinn predict`` / ``hinn systems`` use `hinn_core` only (no server, no database);
+``hinn serve`` / ``hinn worker`` / ``hinn db upgrade`` run the service. Heavy modules are imported
+inside each command so that ``hinn --help`` answers instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from hinn_core.integrators import INTEGRATORS
+    from hinn_core.models import ARCHITECTURES
+    from hinn_core.networks import ACTIVATIONS
+    from hinn_core.systems import SYSTEMS
+
+    p = sub.add_parser("train", help="train a model locally and write a model file",
+                       description="Train on a built-in system's simulated data or on a data file "
+                                   "(.json/.csv/.npz), evaluate on a held-out split, write a model file.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--system", choices=sorted(SYSTEMS), help="simulate training data from this system")
+    src.add_argument("--data", type=Path, help="trajectory file (.json, .csv or .npz)")
+    p.add_argument("--out", type=Path, required=True, help="model file to write (e.g. spring.model)")
+    p.add_argument("--name", help="model name stored in the file (default: the file's stem)")
+    g = p.add_argument_group("simulated data (with --system)")
+    g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="system parameter, repeatable (e.g. --param m=2)")
+    g.add_argument("--n-trajectories", type=int, default=50)
+    g.add_argument("--t-end", type=float, default=3.0)
+    g.add_argument("--dt", type=float, default=0.1)
+    g.add_argument("--dt-jitter", type=float, default=0.0, help="in [0, 1): > 0 gives variable time steps")
+    g.add_argument("--noise-std", type=float, default=0.0, help="observation noise on q and p")
+    g.add_argument("--data-seed", type=int, default=0)
+    m = p.add_argument_group("model")
+    m.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="hinn")
+    m.add_argument("--integrator", choices=sorted(INTEGRATORS), default=None,
+                   help="default: the architecture's own (hinn: implicit_midpoint, hinn-separable: leapfrog)")
+    m.add_argument("--width", type=int, default=32)
+    m.add_argument("--depth", type=int, default=2)
+    m.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=None, help="Adam epochs")
+    t.add_argument("--lbfgs-iterations", type=int, default=None, help="L-BFGS polish iterations (0: none)")
+    t.add_argument("--learning-rate", type=float, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--rollout-steps", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    t.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    t.add_argument("--test-fraction", type=float, default=0.2, help="trajectories held out for evaluation")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"hinn train: error: --param expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from hinn_core import ModelSpec, TrainConfig, build_metadata, evaluate, generate_dataset, save_model, train
+    from hinn_core.dataio import load_dataset
+
+    if args.system:
+        data = generate_dataset(args.system, args.n_trajectories, args.t_end, args.dt,
+                                dt_jitter=args.dt_jitter, noise_std=args.noise_std, seed=args.data_seed,
+                                parameters=_parse_params(args.param))
+        lineage: dict[str, Any] = {"dataset": data.source}
+    else:
+        data = load_dataset(args.data)
+        digest = hashlib.sha256(args.data.read_bytes()).hexdigest()
+        lineage = {"dataset": {**data.source, "kind": "file", "file": args.data.name, "sha256": digest}}
+    if not 0 < args.test_fraction < 1:
+        raise SystemExit("hinn train: error: --test-fraction must be in (0, 1)")
+    train_set, test_set = data.split((1 - args.test_fraction, args.test_fraction), seed=args.seed)
+    spec = ModelSpec(architecture=args.architecture, dof=data.dof, width=args.width, depth=args.depth,
+                     activation=args.activation, integrator=args.integrator)
+    overrides = {k: getattr(args, k) for k in ("epochs", "lbfgs_iterations", "learning_rate", "batch_size",
+                                               "rollout_steps") if getattr(args, k) is not None}
+    config = TrainConfig(seed=args.seed, device=args.device, dtype=args.dtype, **overrides)
+    torch.manual_seed(args.seed)
+
+    bar = None if args.quiet else tqdm(total=None, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(rec: dict[str, Any]) -> None:
+        if bar is None:
+            return
+        bar.total = rec["epochs"]
+        bar.update(1)
+        bar.set_postfix(phase=rec["phase"], train=f"{rec['train_loss']:.3g}", val=f"{rec['val_loss']:.3g}")
+
+    try:
+        result = train(train_set, spec, config, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    metrics = evaluate(result.model, test_set)
+    name = args.name or args.out.stem
+    meta = build_metadata(result.model, name=name,
+                          training={"config": config.to_dict(), **result.summary(), "history": result.history},
+                          metrics=metrics, lineage=lineage)
+    digest = save_model(result.model, args.out, meta)
+    summary = {"model_file": str(args.out), "sha256": digest, "name": name, "spec": spec.to_dict(),
+               "training": result.summary(), "metrics": metrics}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        lh = metrics.get("long_horizon", {})
+        print(f"wrote {args.out} ({spec.architecture}, {spec.integrator}, dof {spec.dof}) "
+              f"in {result.seconds:.1f} s, best epoch {result.best_epoch}")
+        print(f"  test rollout MSE      {metrics['rollout_mse']:.3e}  ({metrics['n_test_trajectories']} trajectories)")
+        if lh:
+            print(f"  {lh['t_end'] / (data.time_stats()['t_max'] or 1):.0f}x horizon state MSE "
+                  f"{lh['state_mse']:.3e}, true-energy rel. error max {lh['energy_rel_error_max']:.3e}")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from hinn_core.integrators import INTEGRATORS
+
+    p = sub.add_parser("predict", help="roll a model file out from initial conditions",
+                       description="Prints the same JSON as POST /predict (or CSV with --format csv).")
+    p.add_argument("model", type=Path, help="model file written by 'hinn train' or downloaded from the service")
+    p.add_argument("--q", type=float, nargs="+", help="initial positions (dof values)")
+    p.add_argument("--p", type=float, nargs="+", help="initial momenta (dof values)")
+    p.add_argument("--initial-conditions", type=Path,
+                   help='JSON file: [{"q": [...], "p": [...]}, ...] (instead of --q/--p)')
+    p.add_argument("--t-end", type=float)
+    p.add_argument("--dt", type=float)
+    p.add_argument("--times", type=float, nargs="+", help="explicit output times (variable steps)")
+    p.add_argument("--integrator", choices=sorted(INTEGRATORS), help="override the model's integrator")
+    p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("--output", type=Path, help="write to this file instead of stdout")
+    p.add_argument("--png", type=Path, help="also write a plot: trajectories, phase portrait, energy")
+    p.set_defaults(func=cmd_predict)
+
+
+def prediction_csv(times: Any, q: Any, p: Any, H: Any, H_true: Any) -> str:
+    """Long CSV: one row per (trajectory, time)."""
+    dof = q.shape[2]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    header = ["trajectory", "t", *[f"q{j}" for j in range(dof)], *[f"p{j}" for j in range(dof)], "H"]
+    if H_true is not None:
+        header.append("H_true")
+    w.writerow(header)
+    for i in range(q.shape[0]):
+        for k, t in enumerate(times):
+            row = [i, repr(float(t)), *map(repr, q[i, k].tolist()), *map(repr, p[i, k].tolist()),
+                   repr(float(H[i, k])) if H is not None else ""]
+            if H_true is not None:
+                row.append(repr(float(H_true[i, k])))
+            w.writerow(row)
+    return buf.getvalue()
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from hinn_core import load_model, make_system, make_time_grid, predict
+    from hinn_core.plotting import prediction_png
+
+    if args.initial_conditions:
+        items = json.loads(args.initial_conditions.read_text())
+        try:
+            q0 = np.array([it["q"] for it in items], dtype=float)
+            p0 = np.array([it["p"] for it in items], dtype=float)
+        except (KeyError, TypeError, ValueError):
+            raise SystemExit("hinn predict: error: --initial-conditions must hold "
+                             '[{"q": [...], "p": [...]}, ...]') from None
+    elif args.q is not None and args.p is not None:
+        q0, p0 = np.array(args.q), np.array(args.p)
+    else:
+        raise SystemExit("hinn predict: error: give --q and --p, or --initial-conditions FILE")
+    if args.times is not None:
+        if args.t_end is not None or args.dt is not None:
+            raise SystemExit("hinn predict: error: give either --times or --t-end/--dt, not both")
+        times = np.array(args.times)
+    elif args.t_end is not None and args.dt is not None:
+        times = make_time_grid(args.t_end, args.dt)
+    else:
+        raise SystemExit("hinn predict: error: give --t-end and --dt, or --times")
+
+    loaded = load_model(args.model)
+    source = loaded.metadata.get("lineage", {}).get("dataset", {})
+    system = make_system(source["system"], source.get("parameters")) if source.get("system") else None
+    pred = predict(loaded.model, q0, p0, times, integrator=args.integrator, system=system)
+    if args.format == "csv":
+        text = prediction_csv(pred.times, pred.q, pred.p, pred.H, pred.H_true)
+    else:
+        doc = {"model": {"id": loaded.sha256, "name": loaded.name, "version": None},
+               "integrator": args.integrator or loaded.model.spec.integrator,
+               "times": pred.times.tolist(), "trajectories": pred.trajectories()}
+        text = json.dumps(doc)
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
+    if args.png:
+        args.png.write_bytes(prediction_png(pred, title=f"{loaded.name} ({loaded.model.spec.architecture})"))
+    return 0
+
+
+def cmd_systems(args: argparse.Namespace) -> int:
+    from hinn_core.systems import SYSTEMS
+
+    print(json.dumps([cls().describe() for cls in SYSTEMS.values()], indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hinn", description="Learn Hamiltonian dynamics from trajectories.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_predict(sub)
+    s = sub.add_parser("systems", help="list the built-in systems (JSON)")
+    s.set_defaults(func=cmd_systems)
+    try:
+        from app.service_cli import add_service_commands
+    except ImportError:  # the service modules are optional for the local commands
+        pass
+    else:
+        add_service_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hinn_core.errors import HinnError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HinnError as exc:
+        print(f"hinn {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"hinn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Dataset storage: generate from a built-in system or accept uploads; one compressed NPZ blob each.
+
+Validation happens entirely before anything is written (hinn_core validates the arrays), and the
+row is inserted in one transaction, so a failed upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import Dataset
+from app.errors import NotFound, TooLarge
+from app.settings import Settings
+from hinn_core.data import TrajectoryDataset, generate_dataset
+from hinn_core.dataio import dataset_from_npz_bytes, dataset_to_npz_bytes
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_limits(ds_n_trajectories: int, n_points: int, settings: Settings) -> None:
+    """413 naming the bound when a dataset exceeds the configured size limits."""
+    if ds_n_trajectories > settings.max_trajectories:
+        raise TooLarge(f"{ds_n_trajectories} trajectories exceed the limit of {settings.max_trajectories} "
+                       "per dataset (HINN_MAX_TRAJECTORIES)", field="trajectories")
+    if n_points > settings.max_dataset_points:
+        raise TooLarge(f"{n_points} time points exceed the limit of {settings.max_dataset_points} per dataset "
+                       "(HINN_MAX_DATASET_POINTS)", field="trajectories")
+
+
+def generate(spec: dict[str, Any], settings: Settings) -> TrajectoryDataset:
+    """Simulate a dataset from a generation spec (system, n_trajectories, t_end, dt, ...)."""
+    n = int(spec["n_trajectories"])
+    steps = max(1, round(float(spec["t_end"]) / float(spec["dt"])))
+    check_limits(n, n * (steps + 1), settings)
+    return generate_dataset(
+        spec["system"], n, float(spec["t_end"]), float(spec["dt"]), dt_jitter=float(spec.get("dt_jitter", 0.0)),
+        noise_std=float(spec.get("noise_std", 0.0)), seed=int(spec.get("seed", 0)),
+        parameters=spec.get("parameters") or None,
+    )
+
+
+def store(s: Session, name: str, ds: TrajectoryDataset, settings: Settings, source: dict[str, Any] | None = None
+          ) -> Dataset:
+    """Insert a validated dataset (the caller's transaction commits it)."""
+    check_limits(len(ds), ds.n_points, settings)
+    blob = dataset_to_npz_bytes(ds)
+    row = Dataset(
+        id=new_id(), name=name, source=source if source is not None else dict(ds.source),
+        system=ds.source.get("system"), n_trajectories=len(ds), n_points=ds.n_points, dof=ds.dof,
+        time_stats=ds.time_stats(), data=blob, data_sha256=hashlib.sha256(blob).hexdigest(), size_bytes=len(blob),
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def get(s: Session, dataset_id: str) -> Dataset:
+    row = s.get(Dataset, dataset_id)
+    if row is None:
+        raise NotFound(f"no dataset with id '{dataset_id}'", field="dataset_id")
+    return row
+
+
+def load(s: Session, dataset_id: str) -> TrajectoryDataset:
+    """The stored trajectories (blob read and validated again: storage is never trusted blindly)."""
+    row = get(s, dataset_id)
+    blob = s.scalar(select(Dataset.data).where(Dataset.id == dataset_id))
+    assert blob is not None
+    ds = dataset_from_npz_bytes(blob)
+    ds.source = dict(row.source)
+    return ds

@@ -1,0 +1,111 @@
+"""``hinn serve``, ``hinn worker`` and ``hinn db ...``: the service's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from app.settings import Settings
+
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    if getattr(args, "database_url", None):
+        overrides["database_url"] = args.database_url
+    return Settings(**overrides)
+
+
+def _ensure_schema(db: Any, settings: Any) -> None:
+    from app.db import migrate
+
+    if settings.auto_migrate:
+        migrate.upgrade(db.engine)
+    elif not migrate.is_at_head(db.engine):
+        raise SystemExit(f"database schema is at {migrate.current_revision(db.engine)}, not at "
+                         f"{migrate.head_revision()}; run 'hinn db upgrade' (or set HINN_AUTO_MIGRATE=true)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings(args, workers=args.workers, device=args.device)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"hinn: serving {settings.database_url} with {settings.workers} worker(s) — "
+          f"Swagger UI at http://{args.host}:{args.port}/docs", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from app.db.session import Database
+    from app.worker import Worker
+
+    settings = _settings(args, device=args.device, poll_seconds=args.poll_seconds, lease_seconds=args.lease_seconds)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    db = Database(settings.database_url)
+    _ensure_schema(db, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = Worker(db, settings, worker_id=args.worker_id, stop=stop, threads=args.threads)
+    print(f"hinn worker {worker.worker_id}: polling {settings.database_url}", file=sys.stderr)
+    done = worker.run(max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle)
+    print(f"hinn worker {worker.worker_id}: processed {done} job(s)", file=sys.stderr)
+    db.dispose()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from app.db import migrate
+    from app.db.session import Database
+
+    db = Database(_settings(args).database_url)
+    if args.db_command == "upgrade":
+        migrate.upgrade(db.engine, args.revision)
+    elif args.db_command == "downgrade":
+        migrate.downgrade(db.engine, args.revision)
+    current = migrate.current_revision(db.engine)
+    print(f"database revision: {current} (head: {migrate.head_revision()})")
+    db.dispose()
+    return 0
+
+
+def add_service_commands(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="run the REST API with in-process workers",
+                       description="Defaults: SQLite file ./hinn.db, one worker, http://127.0.0.1:8000/docs. "
+                                   "Every HINN_* environment variable applies (see README).")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--database-url", help="default: HINN_DATABASE_URL or sqlite:///./hinn.db")
+    s.add_argument("--workers", type=int, help="in-process workers (default: HINN_WORKERS or 1)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="run a standalone training worker (any host, shared database)")
+    w.add_argument("--database-url")
+    w.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    w.add_argument("--worker-id", help="default: host:pid:random")
+    w.add_argument("--threads", type=int, help="torch threads per training process")
+    w.add_argument("--poll-seconds", type=float)
+    w.add_argument("--lease-seconds", type=float)
+    w.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    w.add_argument("--exit-when-idle", action="store_true", help="exit when the queue is empty")
+    w.set_defaults(func=cmd_worker)
+
+    d = sub.add_parser("db", help="database migrations (Alembic)")
+    dsub = d.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    up = dsub.add_parser("upgrade", help="migrate to the newest schema (or --revision)")
+    up.add_argument("--revision", default="head")
+    up.add_argument("--database-url")
+    down = dsub.add_parser("downgrade", help="migrate down to --revision (default: base, an empty schema)")
+    down.add_argument("--revision", default="base")
+    down.add_argument("--database-url")
+    cur = dsub.add_parser("current", help="print the database's revision")
+    cur.add_argument("--database-url")
+    d.set_defaults(func=cmd_db)

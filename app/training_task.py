@@ -1,0 +1,99 @@
+"""What a worker runs in its spawned child process: training jobs, start to artifact.
+
+The child never touches the database: the parent sends a job (dataset and request), the child
+sends back progress records and finally the artifact (or an error), then waits for the next job
+— one child serves many jobs, so torch is imported once per worker, not once per job. A crash
+or a kill of the child is a lost attempt, never a half-written row; the parent starts a fresh
+child for the next job. If the parent dies, the child exits (its pipe breaks, and a watchdog
+notices the re-parenting).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from typing import Any
+
+PARENT_POLL_SECONDS = 1.0
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        if os.getppid() != parent_pid:
+            os._exit(3)  # orphaned: the worker died; a lease-holder elsewhere will redo the job
+
+
+def serve(conn: Any, parent_pid: int) -> None:
+    """Entry point of the child (``multiprocessing`` spawn target): run jobs until the pipe closes."""
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    import hinn_core  # noqa: F401  - import torch & co. now, while the worker waits for a job
+
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            return
+        if kind != "job":
+            return
+        try:
+            result = train_job(payload, lambda rec: conn.send(("progress", rec)))
+            conn.send(("result", result))
+        except (BrokenPipeError, OSError):
+            os._exit(3)
+        except Exception as exc:  # reported to the parent, which records it on the job
+            from hinn_core.errors import HinnError
+
+            permanent = isinstance(exc, HinnError)
+            detail = f"{type(exc).__name__}: {exc}"
+            if not permanent:
+                detail += "\n" + "".join(traceback.format_exception(exc)[-3:])
+            try:
+                conn.send(("error", {"message": detail, "retry": not permanent}))
+            except (BrokenPipeError, OSError):
+                os._exit(3)
+
+
+def train_job(payload: dict[str, Any], progress: Any) -> dict[str, Any]:
+    """Train, evaluate and serialise as the request says (also usable in-process, e.g. in tests)."""
+    import hashlib
+
+    import torch
+
+    from hinn_core import ModelSpec, TrainConfig, build_metadata, evaluate, model_to_bytes, train
+    from hinn_core.dataio import dataset_from_npz_bytes
+
+    if payload.get("threads"):
+        torch.set_num_threads(int(payload["threads"]))
+    request = payload["request"]
+    data = dataset_from_npz_bytes(payload["dataset_npz"])
+    data.source = dict(payload.get("dataset_source") or data.source)
+    test_fraction = float(request.get("test_fraction", 0.2))
+    if len(data) >= 5 and test_fraction > 0:
+        train_set, test_set = data.split((1 - test_fraction, test_fraction), seed=request["training"]["seed"])
+    else:
+        train_set, test_set = data, data  # too few trajectories to hold any out: say so in the metrics
+    spec = ModelSpec(dof=data.dof, integrator=request.get("integrator"), **request["model"])
+    training = dict(request["training"])
+    if training.get("device", "auto") == "auto":
+        training["device"] = payload.get("device", "auto")
+    config = TrainConfig.from_dict(training)
+    result = train(train_set, spec, config, progress=progress)
+    metrics = evaluate(result.model, test_set)
+    metrics["held_out"] = test_set is not train_set
+    meta = build_metadata(result.model, name=payload["name"],
+                          training={"config": config.to_dict(), **result.summary()},
+                          metrics=metrics, lineage={"dataset": data.source, "dataset_id": payload["dataset_id"],
+                                                    "job_id": payload["job_id"]})
+    blob = model_to_bytes(result.model, meta)
+    return {
+        "artifact": blob,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "config": {"model": spec.to_dict(), "training": config.to_dict()},
+        "metrics": metrics,
+        "summary": result.summary(),
+        "history": result.history,
+    }
