@@ -61,6 +61,15 @@ class HamiltonianDynamics:
     def jacobian(self, q: Tensor, p: Tensor) -> Tensor:
         return _hamiltonian_jacobian(self.field.hessian(q, p), self.dof)
 
+    def rates_and_jacobian(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Rates and Jacobian from one sweep when the field can (H nets), else two calls."""
+        fused = getattr(self.field, "grad_and_hessian", None)
+        if fused is None:
+            dq, dp = self.rates(q, p)
+            return dq, dp, self.jacobian(q, p)
+        dHdq, dHdp, hess = fused(q, p)
+        return dHdp, -dHdq, _hamiltonian_jacobian(hess, self.dof)
+
 
 class VectorFieldDynamics:
     """The unconstrained baseline field; never separable."""

@@ -37,17 +37,26 @@ def _newton_correction(j: Tensor, r: Tensor) -> Tensor:
         raise IntegrationError("implicit step hit a singular Newton Jacobian; try a smaller dt") from exc
 
 
-def newton_solve(residual: Callable[[Tensor], Tensor], jac: Callable[[Tensor], Tensor], z0: Tensor) -> Tensor:
+def newton_solve(
+    residual: Callable[[Tensor], Tensor],
+    jac: Callable[[Tensor], Tensor],
+    z0: Tensor,
+    fused: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None,
+) -> Tensor:
     """Solve ``residual(z) = 0`` for ``z: (B, d)``; ``jac(z): (B, d, d)`` is ∂residual/∂z.
 
-    Converges to ``|Δz| ≤ tol·(1 + |z|)`` (tol 1e-12 in float64, 1e-6 in float32), else raises
-    `IntegrationError`. See the module docstring for how gradients flow.
+    ``fused(z)`` may return both at once (one network sweep instead of two). Converges to
+    ``|Δz| ≤ tol·(1 + |z|)`` (tol 1e-12 in float64, 1e-6 in float32), else raises
+    `IntegrationError`. With gradients on, the differentiable step reuses the last iteration's
+    Jacobian: it differs from the one at the solution by O(tol), far below the training noise.
     """
     tol = _newton_tol(z0)
     z = z0.detach()
+    j = None
     with torch.no_grad():
         for _ in range(NEWTON_MAX_ITER):
-            dz = _newton_correction(jac(z), residual(z))
+            r, j = fused(z) if fused is not None else (residual(z), jac(z))
+            dz = _newton_correction(j, r)
             z = z - dz
             if not torch.isfinite(z).all():
                 break
@@ -61,8 +70,6 @@ def newton_solve(residual: Callable[[Tensor], Tensor], jac: Callable[[Tensor], T
     if not torch.isfinite(z).all():
         raise IntegrationError("implicit step became non-finite; try a smaller dt")
     if torch.is_grad_enabled():
-        with torch.no_grad():
-            j = jac(z)
         z = z - _newton_correction(j, residual(z))
     return z
 
@@ -70,6 +77,15 @@ def newton_solve(residual: Callable[[Tensor], Tensor], jac: Callable[[Tensor], T
 def _h3(h: Tensor | float) -> Tensor | float:
     """``h`` shaped to scale ``(B, d, d)`` Jacobians."""
     return h.unsqueeze(-1) if torch.is_tensor(h) and h.dim() > 0 else h
+
+
+def rates_and_jacobian(dyn: Dynamics, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(dq/dt, dp/dt, Jacobian) from one sweep when the dynamics offers it, else two calls."""
+    fused = getattr(dyn, "rates_and_jacobian", None)
+    if fused is not None:
+        return fused(q, p)
+    dq, dp = dyn.rates(q, p)
+    return dq, dp, dyn.jacobian(q, p)
 
 
 class Integrator(ABC):
@@ -187,10 +203,15 @@ class ImplicitMidpoint(Integrator):
         def f(z: Tensor) -> Tensor:
             return torch.cat(dyn.rates(z[:, :n], z[:, n:]), dim=1)
 
+        def fused(z: Tensor) -> tuple[Tensor, Tensor]:
+            dq, dp, jz = rates_and_jacobian(dyn, z[:, :n], z[:, n:])
+            return z - x - half * torch.cat([dq, dp], dim=1), eye - hj * jz
+
         mid = newton_solve(
             lambda z: z - x - half * f(z),
             lambda z: eye - hj * dyn.jacobian(z[:, :n], z[:, n:]),
             x + half * f(x),
+            fused,
         )
         x1 = 2.0 * mid - x
         return x1[:, :n], x1[:, n:]

@@ -147,7 +147,13 @@ class ScalarTrunk(nn.Module):
         return d1, d2, jzs, ja
 
     def hessian(self, u: Tensor) -> Tensor:
-        """∇²_u of a scalar trunk, ``(N, d, d)``: Σ_l J_lᵀ diag(μ_l ⊙ σ''(z_l)) J_l.
+        """∇²_u of a scalar trunk, ``(N, d, d)`` (see `grad_and_hessian`)."""
+        return self.grad_and_hessian(u)[1]
+
+    def grad_and_hessian(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """∇_u ``(N, d)`` and ∇²_u ``(N, d, d)`` of a scalar trunk in one sweep.
+
+        ∇² = Σ_l J_lᵀ diag(μ_l ⊙ σ''(z_l)) J_l.
 
         The linear maps carry no curvature, so the Hessian is a sum over the elementwise
         nonlinearities, with μ_l = ∂out/∂σ(z_l) from one backward sweep. O(N·L·w·d²) — hessQuik's
@@ -163,7 +169,8 @@ class ScalarTrunk(nn.Module):
             hess = hess + jz.transpose(1, 2) @ ((mu * d2[i]).unsqueeze(-1) * jz)
             g = g + (mu * d1[i]) @ blocks[i - 1].K.T
         jz = jzs[0]
-        return hess + jz.transpose(1, 2) @ ((g * d2[0]).unsqueeze(-1) * jz)
+        hess = hess + jz.transpose(1, 2) @ ((g * d2[0]).unsqueeze(-1) * jz)
+        return (g * d1[0]) @ first.K.T, hess
 
     def jacobian(self, u: Tensor) -> Tensor:
         """∂out/∂u of a vector trunk, ``(N, m, d)`` (forward-mode sweep)."""
@@ -227,6 +234,13 @@ class HamiltonianNet(_Normalised):
         s = self.scale
         return self.trunk.hessian(self._hat(q, p)) * self.out_scale / (s[:, None] * s[None, :])
 
+    def grad_and_hessian(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(∂H/∂q, ∂H/∂p, ∇²H) from one sweep (implicit integrators' Newton steps)."""
+        s = self.scale
+        g, hess = self.trunk.grad_and_hessian(self._hat(q, p))
+        g = g * (self.out_scale / s)
+        return g[:, : self.dof], g[:, self.dof :], hess * self.out_scale / (s[:, None] * s[None, :])
+
     def hessian_hessquik(self, q: Tensor, p: Tensor, forward_mode: bool = True) -> Tensor:
         """∇²H ``(N, 2·dof, 2·dof)`` computed by hessQuik (reference path)."""
         _, _, d2f = self.trunk.hessquik(self._hat(q, p), do_Hessian=True, forward_mode=forward_mode)
@@ -285,6 +299,13 @@ class SeparableHamiltonianNet(_Normalised):
     def hessian(self, q: Tensor, p: Tensor) -> Tensor:
         """Block-diagonal ∇²H = diag(V'', T''); the fast hand-written path."""
         return self._block_diag(self.potential.hessian(self._q_hat(q)), self.kinetic.hessian(self._p_hat(p)))
+
+    def grad_and_hessian(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        gv, hv = self.potential.grad_and_hessian(self._q_hat(q))
+        gt, ht = self.kinetic.grad_and_hessian(self._p_hat(p))
+        n = self.dof
+        return (gv * (self.out_scale / self.scale[:n]), gt * (self.out_scale / self.scale[n:]),
+                self._block_diag(hv, ht))
 
     def hessian_hessquik(self, q: Tensor, p: Tensor, forward_mode: bool = True) -> Tensor:
         _, _, d2v = self.potential.hessquik(self._q_hat(q), do_Hessian=True, forward_mode=forward_mode)

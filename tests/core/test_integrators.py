@@ -341,7 +341,8 @@ def test_newton_solve_converges_to_the_root_with_implicit_function_gradients() -
     assert abs((z**3 + a * z - 1).item()) < 1e-14
     (dz_da,) = torch.autograd.grad(z.sum(), a)
     zs = z.item()
-    assert abs(dz_da.item() - (-zs / (3 * zs**2 + 2.0))) < 1e-14
+    # the differentiable step reuses the last Newton Jacobian: exact up to O(Newton tolerance)
+    assert abs(dz_da.item() - (-zs / (3 * zs**2 + 2.0))) < 1e-12
 
 
 def test_get_integrator_rejects_an_unknown_name_with_a_config_error() -> None:
