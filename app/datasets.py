@@ -7,6 +7,7 @@ row is inserted in one transaction, so a failed upload leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import math
 import uuid
 from typing import Any
 
@@ -37,7 +38,11 @@ def check_limits(ds_n_trajectories: int, n_points: int, settings: Settings) -> N
 def generate(spec: dict[str, Any], settings: Settings) -> TrajectoryDataset:
     """Simulate a dataset from a generation spec (system, n_trajectories, t_end, dt, ...)."""
     n = int(spec["n_trajectories"])
-    steps = max(1, round(float(spec["t_end"]) / float(spec["dt"])))
+    ratio = float(spec["t_end"]) / float(spec["dt"])
+    if not math.isfinite(ratio) or ratio > settings.max_dataset_points:
+        raise TooLarge(f"t_end/dt = {ratio:g} steps per trajectory exceeds the limit of {settings.max_dataset_points} "
+                       "points per dataset (HINN_MAX_DATASET_POINTS)", field="dt")
+    steps = max(1, round(ratio))
     check_limits(n, n * (steps + 1), settings)
     return generate_dataset(
         spec["system"], n, float(spec["t_end"]), float(spec["dt"]), dt_jitter=float(spec.get("dt_jitter", 0.0)),
@@ -51,9 +56,10 @@ def store(s: Session, name: str, ds: TrajectoryDataset, settings: Settings, sour
     """Insert a validated dataset (the caller's transaction commits it)."""
     check_limits(len(ds), ds.n_points, settings)
     blob = dataset_to_npz_bytes(ds)
+    source = source if source is not None else dict(ds.source)
     row = Dataset(
-        id=new_id(), name=name, source=source if source is not None else dict(ds.source),
-        system=ds.source.get("system"), n_trajectories=len(ds), n_points=ds.n_points, dof=ds.dof,
+        id=new_id(), name=name, source=source,
+        system=source.get("system"), n_trajectories=len(ds), n_points=ds.n_points, dof=ds.dof,
         time_stats=ds.time_stats(), data=blob, data_sha256=hashlib.sha256(blob).hexdigest(), size_bytes=len(blob),
     )
     s.add(row)

@@ -45,19 +45,31 @@ def submit(s: Session, *, name: str, request: dict[str, Any], dataset_id: str, m
     Returns ``(job, created)``. Reusing a key with a different request body is a 422.
     """
     digest = request_digest(request)
+
+    def replay(existing: Job) -> tuple[Job, bool]:
+        if existing.request_sha256 != digest:
+            raise Unprocessable(
+                "this Idempotency-Key was already used with a different request body; "
+                "use a new key for a new job", field="Idempotency-Key")
+        return existing, False
+
     if idempotency_key is not None:
         existing = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
         if existing is not None:
-            if existing.request_sha256 != digest:
-                raise Unprocessable(
-                    "this Idempotency-Key was already used with a different request body; "
-                    "use a new key for a new job", field="Idempotency-Key")
-            return existing, False
+            return replay(existing)
     job = Job(id=uuid.uuid4().hex, kind="train", status=JobStatus.queued.value, name=name, request=request,
               request_sha256=digest, idempotency_key=idempotency_key, dataset_id=dataset_id, attempts=0,
               max_attempts=max_attempts, cancel_requested=False)
-    s.add(job)
-    s.flush()
+    try:
+        with s.begin_nested():  # a savepoint: a concurrent insert of the same key fails only this part
+            s.add(job)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        existing = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return replay(existing)
     return job, True
 
 

@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     max_dataset_points: int = Field(2_000_000, ge=1, description="time points per dataset (all trajectories)")
     max_initial_conditions: int = Field(4096, ge=1, description="initial conditions per /predict request")
     max_steps: int = Field(100_000, ge=1, description="integration steps per /predict request")
-    max_state_steps: int = Field(20_000_000, ge=1, description="initial conditions × steps per request")
+    max_state_steps: int = Field(2_000_000, ge=1, description="initial conditions × steps per request "
+                                 "(JSON encoding costs ~1-2 µs per float: keep responses to seconds)")
     max_epochs: int = Field(100_000, ge=1)
     model_cache_size: int = Field(16, ge=1, description="loaded models kept in memory for /predict")
 

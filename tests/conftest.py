@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-import sqlalchemy as sa
 import torch
 
-from app.db.session import normalise_url
 from hinn_core import ModelSpec, TrainConfig, TrajectoryDataset, generate_dataset, train
 from hinn_core.training import TrainResult
+from tests.service_helpers import postgres_schema_url
 
 # One thread: the suite runs on 2 cores beside other processes; threads only contend there.
 torch.set_num_threads(1)
@@ -33,36 +29,6 @@ def trained_spring(spring_data: TrajectoryDataset) -> TrainResult:
 
 
 # -- databases ---------------------------------------------------------------------------------------
-def postgres_base_url() -> str | None:
-    return os.environ.get("HINN_TEST_POSTGRES_URL") or None
-
-
-def _require_postgres() -> str:
-    url = postgres_base_url()
-    if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but HINN_TEST_POSTGRES_URL is not set: PostgreSQL tests must run in CI")
-        pytest.skip("no PostgreSQL: set HINN_TEST_POSTGRES_URL (make test does when one answers)")
-    return url
-
-
-@contextmanager
-def postgres_schema_url() -> Iterator[str]:
-    """A fresh schema in the test database; the URL pins ``search_path`` to it; dropped afterwards."""
-    base = _require_postgres()
-    schema = "hinn_t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(normalise_url(base))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{normalise_url(base)}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> Iterator[str]:
     """Every database test runs on SQLite (a temp file) and on PostgreSQL (a fresh schema)."""

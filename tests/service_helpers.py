@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pytest
+import sqlalchemy as sa
 
 from app import datasets, jobs
 from app.db import migrate
-from app.db.session import Database
+from app.db.session import Database, normalise_url
 from app.settings import Settings
 from hinn_core import TrainConfig, generate_dataset
 
@@ -56,3 +62,34 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def postgres_base_url() -> str | None:
+    return os.environ.get("HINN_TEST_POSTGRES_URL") or None
+
+
+def require_postgres() -> str:
+    """The PostgreSQL URL; a failure under CI=true, a visible skip elsewhere, when there is none."""
+    url = postgres_base_url()
+    if url is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but HINN_TEST_POSTGRES_URL is not set: PostgreSQL tests must run in CI")
+        pytest.skip("no PostgreSQL: set HINN_TEST_POSTGRES_URL (make test does when one answers)")
+    return url
+
+
+@contextmanager
+def postgres_schema_url() -> Iterator[str]:
+    """A fresh schema in the test database; the URL pins ``search_path`` to it; dropped afterwards."""
+    base = normalise_url(require_postgres())
+    schema = "hinn_t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

@@ -1,0 +1,143 @@
+"""`POST /predict` (JSON) and `POST /predict/plot` (PNG): roll a registered model out.
+
+Bounds are checked before any work: initial conditions ≤ HINN_MAX_INITIAL_CONDITIONS, steps ≤
+HINN_MAX_STEPS, their product ≤ HINN_MAX_STATE_STEPS (413 naming the bound). Endpoints are sync
+``def``: the rollout runs in the threadpool, on a model from the in-memory LRU cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Body, Response
+
+from app import registry
+from app.api.deps import WRITE_AUTH, CacheDep, DbDep, SettingsDep
+from app.db.session import Database
+from app.errors import TooLarge, Unprocessable
+from app.registry import ModelCache
+from app.schemas import PREDICT_EXAMPLES, PredictRequest, PredictResponse
+from app.settings import Settings
+from hinn_core import ConfigError, IntegrationError, LoadedModel, Prediction, System, make_system
+from hinn_core.plotting import prediction_png
+from hinn_core.rollout import check_times, make_time_grid, predict
+
+log = logging.getLogger("hinn.api")
+router = APIRouter(tags=["predict"], dependencies=WRITE_AUTH)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "unknown model"},
+    413: {"description": "too many initial conditions or steps (the problem names the bound)"},
+    422: {"description": "invalid initial conditions or times (the problem names the field)"},
+}
+
+
+def time_grid(body: PredictRequest, settings: Settings) -> tuple[np.ndarray, str]:
+    """The output times and the field they came from (``dt`` or ``times``), within HINN_MAX_STEPS."""
+    uniform = body.t_end is not None or body.dt is not None
+    if body.times is not None and uniform:
+        raise Unprocessable("give either times or t_end and dt, not both", field="times")
+    if body.times is not None:
+        if len(body.times) - 1 > settings.max_steps:
+            raise TooLarge(f"{len(body.times) - 1} steps exceed the limit of {settings.max_steps} per request "
+                           "(HINN_MAX_STEPS)", field="times")
+        return check_times(body.times), "times"
+    if body.t_end is None:
+        raise Unprocessable("is required with dt (or give times instead)" if body.dt is not None
+                            else "give t_end and dt, or times", field="t_end")
+    if body.dt is None:
+        raise Unprocessable("is required with t_end (or give times instead)", field="dt")
+    steps = body.t_end / body.dt
+    if not math.isfinite(steps) or math.ceil(steps - 1e-9) > settings.max_steps:
+        raise TooLarge(f"t_end/dt = {steps:.6g} steps exceed the limit of {settings.max_steps} per request "
+                       "(HINN_MAX_STEPS); raise dt or lower t_end", field="dt")
+    return make_time_grid(body.t_end, body.dt, max_steps=settings.max_steps), "dt"
+
+
+def initial_conditions(body: PredictRequest, dof: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(B, dof)`` arrays; a wrong length names the exact entry (``initial_conditions[2].q``)."""
+    for i, ic in enumerate(body.initial_conditions):
+        for name in ("q", "p"):
+            n = len(getattr(ic, name))
+            if n != dof:
+                raise Unprocessable(f"has {n} component(s) but the model has dof {dof}",
+                                    field=f"initial_conditions[{i}].{name}")
+    q = np.array([ic.q for ic in body.initial_conditions], dtype=np.float64)
+    p = np.array([ic.p for ic in body.initial_conditions], dtype=np.float64)
+    return q, p
+
+
+def true_system(loaded: LoadedModel) -> System | None:
+    """The generating system recorded in the model's lineage (H_true), if it was a built-in one."""
+    source = (loaded.metadata.get("lineage") or {}).get("dataset") or {}
+    name = source.get("system") if isinstance(source, dict) else None
+    if not name:
+        return None
+    try:
+        return make_system(name, source.get("parameters"))
+    except ConfigError:
+        log.warning("model %s: lineage names system %r that cannot be rebuilt; no H_true", loaded.sha256[:12], name)
+        return None
+
+
+@dataclass
+class Rollout:
+    ref: dict[str, Any]
+    integrator: str
+    prediction: Prediction
+
+
+def run(body: PredictRequest, db: Database, cache: ModelCache, settings: Settings) -> Rollout:
+    """Check the bounds, resolve and load the model, roll out; every failure names its field."""
+    if len(body.initial_conditions) > settings.max_initial_conditions:
+        raise TooLarge(f"{len(body.initial_conditions)} initial conditions exceed the limit of "
+                       f"{settings.max_initial_conditions} per request (HINN_MAX_INITIAL_CONDITIONS)",
+                       field="initial_conditions")
+    times, time_field = time_grid(body, settings)
+    state_steps = len(body.initial_conditions) * (len(times) - 1)
+    if state_steps > settings.max_state_steps:
+        raise TooLarge(f"initial conditions × steps = {state_steps} exceed the limit of {settings.max_state_steps} "
+                       "per request (HINN_MAX_STATE_STEPS)", field="initial_conditions")
+    with db.session() as s:
+        row = registry.resolve(s, body.model, field="model")
+        ref = {"id": row.id, "name": row.name, "version": row.version}
+        loaded = cache.get(s, row)
+    model = loaded.model
+    q0, p0 = initial_conditions(body, model.dof)
+    integrator = body.integrator or model.spec.integrator or ""
+    try:
+        pred = predict(model, q0, p0, times, integrator=integrator, system=true_system(loaded))
+    except IntegrationError as exc:
+        raise Unprocessable(f"the rollout failed ({exc}); use smaller steps", field=time_field) from None
+    arrays = [a for a in (pred.q, pred.p, pred.H, pred.H_true) if a is not None]
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise Unprocessable("the rollout became non-finite (it diverged); use smaller steps or a shorter horizon",
+                            field=time_field)
+    return Rollout(ref, integrator, pred)
+
+
+@router.post("/predict", name="predict", response_model=PredictResponse, responses=ERRORS,
+             summary="Roll a model out from initial conditions")
+def predict_json(body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)], db: DbDep,
+                 cache: CacheDep, settings: SettingsDep) -> Response:
+    out = run(body, db, cache, settings)
+    payload = {"model": out.ref, "integrator": out.integrator, "times": out.prediction.times.tolist(),
+               "trajectories": out.prediction.trajectories()}
+    # built here, not through the response model: validating millions of floats would cost more than the rollout
+    return Response(json.dumps(payload, allow_nan=False, separators=(",", ":")), media_type="application/json")
+
+
+@router.post("/predict/plot", name="predict_plot", response_class=Response,
+             responses={200: {"content": {"image/png": {}}, "description": "trajectories, phase portrait, energy"},
+                        **ERRORS},
+             summary="The same rollout as a PNG: trajectories, phase portrait and energy")
+def predict_plot(body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)], db: DbDep,
+                 cache: CacheDep, settings: SettingsDep) -> Response:
+    out = run(body, db, cache, settings)
+    title = f"{out.ref['name']} v{out.ref['version']} ({out.integrator})"
+    return Response(prediction_png(out.prediction, title=title), media_type="image/png")
