@@ -190,6 +190,19 @@ def test_predict_rejects_nan_literal(env: Any) -> None:
                    422, "dt")
 
 
+def test_datasets_jobs_and_models_survive_an_api_restart(env: Any) -> None:
+    """A second API process on the same database sees everything the first one stored."""
+    with TestClient(create_app(env.app.state.settings)) as again:
+        job = again.get(again.app.url_path_for("get_job", job_id=env.job_id)).json()
+        assert job["status"] == "succeeded" and job["model_id"]
+        model = again.get(again.app.url_path_for("get_model", ref="spring-hinn@1")).json()
+        assert model["id"] == job["model_id"] and model["dataset_id"] == env.dataset["id"]
+        ds = again.get(again.app.url_path_for("get_dataset", dataset_id=env.dataset["id"])).json()
+        assert ds == env.dataset
+        r = again.post(again.app.url_path_for("predict"), json=predict_body())
+        assert r.status_code == 200 and r.json()["model"]["id"] == model["id"]
+
+
 def test_delete_model_evicts_it(env: Any) -> None:
     """Last in the module: the model is gone afterwards."""
     assert env.client.post(path(env, "predict"), json=predict_body()).status_code == 200  # cached now
