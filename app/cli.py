@@ -59,6 +59,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    t.add_argument("--initial-state", choices=["observed", "learned"], default=None,
+                   help="'learned' fits each trajectory's start with the weights (noisy data)")
     t.add_argument("--test-fraction", type=float, default=0.2, help="trajectories held out for evaluation")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -100,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = ModelSpec(architecture=args.architecture, dof=data.dof, width=args.width, depth=args.depth,
                      activation=args.activation, integrator=args.integrator)
     overrides = {k: getattr(args, k) for k in ("epochs", "lbfgs_iterations", "learning_rate", "batch_size",
-                                               "rollout_steps") if getattr(args, k) is not None}
+                                               "rollout_steps", "initial_state") if getattr(args, k) is not None}
     config = TrainConfig(seed=args.seed, device=args.device, dtype=args.dtype, **overrides)
     torch.manual_seed(args.seed)
 

@@ -138,6 +138,9 @@ class TrainingOptions(RequestModel):
     seed: int = Field(_TC.seed, ge=0, examples=[0])
     device: Literal["auto", "cpu", "cuda"] = _TC.device
     dtype: Literal["float64", "float32"] = _TC.dtype
+    initial_state: Literal["observed", "learned"] = Field(
+        _TC.initial_state, description="'learned': fit each trajectory's start state with the weights "
+        "(errors-in-variables; for noisy data)")
 
 
 class TrainRequest(RequestModel):

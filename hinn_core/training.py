@@ -26,6 +26,7 @@ from hinn_core.finite_differences import finite_difference_rates
 from hinn_core.models import DynamicsModel, ModelSpec
 
 LR_SCHEDULES = ("cosine", "plateau", "constant")
+INITIAL_STATES = ("observed", "learned")
 
 
 @dataclass
@@ -52,6 +53,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "float64"
+    #: "observed": windows start from the observed states; "learned": the L-BFGS phase rolls every
+    #: training trajectory out whole from a free start state fitted with the weights, its misfit to the
+    #: observed start counted as one more point (errors-in-variables: noisy starts stop biasing the dynamics)
+    initial_state: str = "observed"
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ConfigError:
@@ -82,6 +87,8 @@ class TrainConfig:
             raise bad("device", "one of ['auto', 'cpu', 'cuda']")
         if self.dtype not in ("float32", "float64"):
             raise bad("dtype", "one of ['float32', 'float64']")
+        if self.initial_state not in INITIAL_STATES:
+            raise bad("initial_state", f"one of {list(INITIAL_STATES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +141,14 @@ def make_windows(ds: TrajectoryDataset, k: int) -> Windows:
     return Windows(*(torch.from_numpy(np.concatenate(a)) for a in (x0, target, h)))
 
 
+def _first_windows(ds: TrajectoryDataset, k: int) -> Windows:
+    """One window of ``k`` steps per trajectory, from its first observed state."""
+    return Windows(*(torch.from_numpy(np.stack(a)) for a in (
+        [tr.state[0] for tr in ds.trajectories],
+        [tr.state[1 : k + 1] for tr in ds.trajectories],
+        [tr.steps[:k] for tr in ds.trajectories])))
+
+
 def dataset_rates(ds: TrajectoryDataset) -> np.ndarray:
     """Finite-difference (dq/dt, dp/dt) at every observed state, ``(N, 2n)``."""
     return np.concatenate([finite_difference_rates(tr.t, tr.state) for tr in ds.trajectories])
@@ -182,17 +197,23 @@ class _Tracker:
         self.t_start, self.progress = t_start, progress
         self.best = math.inf
         self.best_state: dict[str, Tensor] | None = None
+        self.start: Tensor | None = None  # learned initial states, kept in step with the best weights
+        self.best_start: Tensor | None = None
 
-    def record(self, epoch: int, phase: str, train_loss: float, val_loss: float, lr: float) -> bool:
+    def record(self, epoch: int, phase: str, train_loss: float, val_loss: float, lr: float,
+               accept: bool = False) -> bool:
+        """Log an epoch; keep its weights if the monitored loss improved (or ``accept``)."""
         rec = {"epoch": epoch, "epochs": self.total, "phase": phase, "train_loss": train_loss,
                "val_loss": val_loss, "lr": lr, "seconds": time.perf_counter() - self.t_start}
         self.result.history.append(rec)
         if self.progress is not None:
             self.progress(dict(rec))
         monitor = val_loss if math.isfinite(val_loss) else train_loss
-        if monitor < self.best:
+        if accept or monitor < self.best:
             self.best = monitor
             self.best_state = copy.deepcopy(self.model.state_dict())
+            if self.start is not None:
+                self.best_start = self.start.detach().clone()
             self.result.best_epoch = epoch
             return True
         return False
@@ -200,13 +221,21 @@ class _Tracker:
     def restore_best(self) -> None:
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        if self.start is not None and self.best_start is not None:
+            with torch.no_grad():
+                self.start.copy_(self.best_start)
 
 
-def _rollout_loss(model: DynamicsModel, w: Windows) -> Tensor:
+def _rollout_loss(model: DynamicsModel, w: Windows, start: Tensor | None = None) -> Tensor:
+    """MSE of the k rolled-out states; with a learned ``start`` its misfit to the observed start counts too."""
     n = model.dof
-    q, p = model.rollout(w.x0[:, :n], w.x0[:, n:], w.h)
+    x0 = w.x0 if start is None else start
+    q, p = model.rollout(x0[:, :n], x0[:, n:], w.h)
     pred = torch.cat([q[:, 1:], p[:, 1:]], dim=-1)
-    return torch.mean((pred - w.target) ** 2)
+    if start is None:
+        return torch.mean((pred - w.target) ** 2)
+    k = w.target.shape[1]
+    return (torch.sum((pred - w.target) ** 2) + torch.sum((start - w.x0) ** 2)) / (w.x0.numel() * (k + 1))
 
 
 def _derivative_loss(model: DynamicsModel, x: Tensor, dx: Tensor) -> Tensor:
@@ -223,10 +252,13 @@ def train(
     val_dataset: TrajectoryDataset | None = None,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    derivative_targets: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train a model on ``dataset`` and return it with its loss history.
 
     ``val_dataset`` defaults to a ``val_fraction`` split of ``dataset`` by trajectory.
+    ``derivative_targets`` = (states, dx/dt), ``(N, 2n)`` each, replaces the finite differences
+    of the training data for the ``hnn`` baseline (e.g. exact derivatives, as HNN's protocol uses).
     ``progress`` receives ``{"epoch", "epochs", "train_loss", "val_loss", "lr", "seconds"}``
     after every epoch; ``should_stop()`` is polled between epochs and raises `TrainingCancelled`.
     Raises `TrainingDiverged` if the loss or the rolled-out state becomes non-finite.
@@ -250,16 +282,19 @@ def train(
     model.fit_normalisation(train_ds.states(), rates)
 
     derivative = spec.architecture == "hnn"
+    start: torch.nn.Parameter | None = None
     if derivative:
-        x_train = torch.as_tensor(train_ds.states(), device=device, dtype=dtype)
-        dx_train = torch.as_tensor(rates, device=device, dtype=dtype)
+        states, targets = derivative_targets if derivative_targets is not None else (train_ds.states(), rates)
+        x_train = torch.as_tensor(states, device=device, dtype=dtype)
+        dx_train = torch.as_tensor(targets, device=device, dtype=dtype)
         n_samples = len(x_train)
     else:
         win = make_windows(train_ds, config.rollout_steps).to(device, dtype)
         n_samples = len(win)
+    params = [*model.parameters(), *([start] if start is not None else [])]
     val_win = make_windows(val_dataset, config.rollout_steps).to(device, dtype) if val_dataset else None
 
-    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    opt = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     sched: Any = None
     if config.lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -311,7 +346,7 @@ def train(
                     "dt, or integrator='implicit_midpoint'")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             opt.step()
             total += float(loss.detach()) * len(idx)
             count += len(idx)
@@ -335,14 +370,25 @@ def train(
                 return _derivative_loss(model, x_train, dx_train)
         else:
             k = config.lbfgs_rollout_steps or 2 * config.rollout_steps
-            lw = make_windows(train_ds, k).to(device, dtype)
+            if config.initial_state == "learned":
+                k = min(tr.n_points for tr in train_ds.trajectories) - 1
+                lw = _first_windows(train_ds, k).to(device, dtype)
+            else:
+                lw = make_windows(train_ds, k).to(device, dtype)
             if len(lw) > config.lbfgs_max_windows:
                 lw = lw.batch(torch.randperm(len(lw), generator=gen)[: config.lbfgs_max_windows].to(device))
+            if config.initial_state == "learned":
+                # errors-in-variables: every trajectory is rolled out whole from a free start state, fitted
+                # jointly with the weights from the Adam solution (one start per trajectory: the noise can
+                # only be explained by the dynamics, not by extra freedom along the way)
+                start = torch.nn.Parameter(lw.x0.clone())
+                params.append(start)
+                tracker.start = start
 
             def full_loss() -> Tensor:
-                return _rollout_loss(model, lw)
+                return _rollout_loss(model, lw, start)
 
-        lbfgs = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=LBFGS_CHUNK, max_eval=2 * LBFGS_CHUNK,
+        lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=LBFGS_CHUNK, max_eval=2 * LBFGS_CHUNK,
                                   history_size=50,
                                   line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-16)
         last: dict[str, float] = {}
@@ -366,9 +412,11 @@ def train(
             except IntegrationError:
                 break  # a line-search trial left the stable region: keep the best weights so far
             if not math.isfinite(last.get("loss", math.nan)) or not all(
-                    torch.isfinite(p_).all() for p_ in model.parameters()):
+                    torch.isfinite(p_).all() for p_ in params):
                 break
-            improved = tracker.record(epoch, "lbfgs", last["loss"], validate(epoch), 1.0)
+            # with learned starts the joint misfit is the criterion: a validation loss from noisy observed
+            # starts is biased by the very noise the learned starts remove, so it cannot veto a step
+            improved = tracker.record(epoch, "lbfgs", last["loss"], validate(epoch), 1.0, accept=start is not None)
             stale = 0 if improved else stale + 1
             iters_after = lbfgs.state[lbfgs._params[0]].get("n_iter", 0)
             if stale >= LBFGS_PATIENCE or iters_after == iters_before:

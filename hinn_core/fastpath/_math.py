@@ -1,0 +1,175 @@
+"""Elementwise math for the compiled kernels: dtype-generic constants and vectorisable activations.
+
+libm's ``tanh``/``exp`` are opaque calls (~20 ns each) that stop LLVM from vectorising a loop, and
+tanh alone would be most of a rollout's time. `exp_neg` and the activations below are plain
+arithmetic (Cephes' range reduction and Padé/polynomial, the power of two built from its bits),
+accurate to ≤ 3 ulp like torch's own vectorised versions, so loops over a layer vectorise.
+``cst(x, v)`` casts a constant to the float type of ``x``: a bare ``0.5`` would promote float32
+arithmetic to float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+#: compile options shared by every kernel: no Python-style division checks (they block
+#: vectorisation); fastmath stays off except FMA contraction (one rounding instead of two, as in
+#: the BLAS calls torch makes) — NaN/inf semantics are untouched, so blow-ups are still detected.
+JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}}
+
+TANH, SOFTPLUS, SIGMOID = 0, 1, 2
+ACT_CODES = {"tanh": TANH, "softplus": SOFTPLUS, "sigmoid": SIGMOID}
+
+
+def cst(x, v):  # pragma: no cover - replaced by the overload inside compiled code
+    """``v`` as the float type of ``x`` (a float scalar or array)."""
+    return v
+
+
+@overload(cst, inline="always")
+def _cst(x, v):
+    dt = x.dtype if isinstance(x, types.Array) else x
+
+    def impl(x, v):
+        return dt(v)
+
+    return impl
+
+
+@intrinsic
+def _i64_as_f64(typingctx, x):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def _i32_as_f32(typingctx, x):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(types.int32), codegen
+
+
+def _exp_parts(y):  # pragma: no cover - replaced by the overload
+    """For ``y ≤ 0``: ``(s, num, den)`` with ``exp(y) = s·(1 + num/den)``, ``s`` a power of two.
+
+    Returned as a fraction so that callers divide once (the division is the costly vector op)."""
+    return y, y, y
+
+
+@overload(_exp_parts, inline="always")
+def _exp_parts_impl(y):
+    if y == types.float64:
+        def impl64(y):
+            yc = -700.0 if y < -700.0 else y  # NaN passes through the comparison
+            kf = np.floor(yc * 1.4426950408889634 + 0.5)
+            r = yc - kf * 6.93145751953125e-1 - kf * 1.42860682030941723212e-6
+            rr = r * r
+            px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
+            qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+                  + 2.27265548208155028766e-1) * rr + 2.0
+            k = np.int64(kf if kf == kf else 0.0)
+            return _i64_as_f64((k + 1023) << 52), 2.0 * px, qx - px
+
+        return impl64
+
+    def impl32(y):
+        yc = np.float32(-87.0) if y < np.float32(-87.0) else y
+        kf = np.floor(yc * np.float32(1.44269504088896341) + np.float32(0.5))
+        r = yc - kf * np.float32(0.693359375) - kf * np.float32(-2.12194440e-4)
+        m = ((((((np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r + np.float32(8.3334519073e-3)) * r
+                + np.float32(4.1665795894e-2)) * r + np.float32(1.6666665459e-1)) * r + np.float32(5.0000001201e-1))
+             * (r * r) + r)
+        k = np.int32(kf if kf == kf else np.float32(0.0))
+        return _i32_as_f32((k + np.int32(127)) << np.int32(23)), m, np.float32(1.0)
+
+    return impl32
+
+
+@njit(inline="always", **JIT)
+def exp_neg(y):
+    """``exp(y)`` for ``y ≤ 0`` (flushed to a tiny normal number below −700, −87 in float32)."""
+    s, num, den = _exp_parts(y)
+    return s * (den + num) / den
+
+
+@njit(inline="always", **JIT)
+def tanh(x):
+    """tanh(|x|) = −expm1(−2|x|) / (2 + expm1(−2|x|)): no cancellation near 0, one division."""
+    ax = abs(x)
+    s, num, den = _exp_parts(cst(x, -2.0) * (cst(x, 20.0) if ax > cst(x, 20.0) else ax))
+    e = s * (den + num)
+    t = (-num if s == cst(x, 1.0) else den - e) / (den + e)
+    return t if x >= cst(x, 0.0) else -t
+
+
+@njit(inline="always", **JIT)
+def sigmoid(x):
+    s, num, den = _exp_parts(-abs(x))
+    e = s * (den + num)
+    return (den if x >= cst(x, 0.0) else e) / (den + e)
+
+
+@njit(inline="always", **JIT)
+def softplus(x):
+    """``log(1 + e^x)``; above 20 it is ``x`` (torch's threshold)."""
+    if x > cst(x, 20.0):
+        return x
+    return (x if x > cst(x, 0.0) else cst(x, 0.0)) + math.log1p(exp_neg(-abs(x)))
+
+
+@njit(**JIT)
+def activate(Z, A, D1, D2, S, act, rh, accumulate, need_d1, need_d2):
+    """Rows ``s < S`` of a layer: ``t = σ(Z)`` (Z is overwritten by t); ``A = t``, or ``A += rh·t``
+    for a resnet step; ``D1 = σ'(Z)`` and ``D2 = σ''(Z)`` when asked for."""
+    w = Z.shape[1]
+    one = cst(Z, 1.0)
+    two = cst(Z, 2.0)
+    for s in range(S):
+        z = Z[s]
+        if act == SOFTPLUS:
+            if need_d1:  # σ' = sigmoid(z) needs z itself: before z is overwritten
+                d1 = D1[s]
+                for j in range(w):
+                    d1[j] = sigmoid(z[j])
+                if need_d2:
+                    d2 = D2[s]
+                    for j in range(w):
+                        d2[j] = d1[j] * (one - d1[j])
+            for j in range(w):
+                z[j] = softplus(z[j])
+        elif act == TANH:
+            for j in range(w):
+                z[j] = tanh(z[j])
+            if need_d1:
+                d1 = D1[s]
+                for j in range(w):
+                    d1[j] = one - z[j] * z[j]
+                if need_d2:
+                    d2 = D2[s]
+                    for j in range(w):
+                        d2[j] = -two * z[j] * d1[j]
+        else:
+            for j in range(w):
+                z[j] = sigmoid(z[j])
+            if need_d1:
+                d1 = D1[s]
+                for j in range(w):
+                    d1[j] = z[j] * (one - z[j])
+                if need_d2:
+                    d2 = D2[s]
+                    for j in range(w):
+                        d2[j] = d1[j] * (one - two * z[j])
+        a = A[s]
+        if accumulate:
+            for j in range(w):
+                a[j] += rh * z[j]
+        else:
+            for j in range(w):
+                a[j] = z[j]

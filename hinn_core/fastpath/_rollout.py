@@ -1,0 +1,330 @@
+"""Whole rollouts in one compiled call: every integrator of `hinn_core.integrators`, block by block.
+
+Samples are processed in blocks of ``S`` rows that stay in cache for all T steps; blocks are
+independent, so the parallel driver (``prange`` over blocks) gives the same numbers as the serial
+one. Each step mirrors the torch `Integrator.step` formula for formula; implicit stages run
+Newton with the same initial guess, tolerance (``|Δz| ≤ tol·(1 + |z|)``) and iteration cap, both
+passed in from `hinn_core.integrators`, tested per sample (the torch path tests the batch).
+
+Errors are returned, not raised: ``err[block] = (code, step)`` and ``errv[block]`` (the last
+Newton correction); `hinn_core.fastpath` turns them into the torch path's `IntegrationError`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from hinn_core.fastpath import _field as fd
+from hinn_core.fastpath._math import JIT, cst
+
+EULER, SYMPLECTIC_EULER, LEAPFROG, IMPLICIT_MIDPOINT, RK4 = 0, 1, 2, 3, 4
+OK, NONFINITE_STATE, NONFINITE_NEWTON, SINGULAR, NO_CONVERGENCE = 0, 1, 2, 3, 4
+#: Newton unknowns: the midpoint (2n), the momentum stage P or the position stage Q (n each)
+MIDPOINT, P_STAGE, Q_STAGE = 0, 1, 2
+
+
+@njit(**JIT)
+def solve_inplace(M, r, d):
+    """``r ← M⁻¹ r`` for the leading ``d × d`` block (M is overwritten): LU with partial pivoting
+    as LAPACK's getrf; False when a pivot is exactly zero (singular)."""
+    for k in range(d):
+        piv = k
+        big = abs(M[k, k])
+        for i in range(k + 1, d):
+            v = abs(M[i, k])
+            if v > big:
+                big = v
+                piv = i
+        if M[piv, k] == cst(M, 0.0):
+            return False
+        if piv != k:
+            for j in range(d):
+                tmp = M[k, j]
+                M[k, j] = M[piv, j]
+                M[piv, j] = tmp
+            tmp = r[k]
+            r[k] = r[piv]
+            r[piv] = tmp
+        inv = M[k, k]
+        for i in range(k + 1, d):
+            f = M[i, k] / inv
+            if f != cst(M, 0.0):
+                for j in range(k + 1, d):
+                    M[i, j] -= f * M[k, j]
+                r[i] -= f * r[k]
+    for k in range(d - 1, -1, -1):
+        acc = r[k]
+        for j in range(k + 1, d):
+            acc -= M[k, j] * r[j]
+        r[k] = acc / M[k, k]
+    return True
+
+
+@njit(**JIT)
+def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
+    """Solve a block's implicit stage in place of ``z`` (initial guess in, root out).
+
+    MIDPOINT: z − x − hh·f(z) = 0 (z: 2n); P_STAGE: P − p − hh·f_p(q, P) = 0; Q_STAGE:
+    Q − q − hh·(v0 + f_q(Q, p½)) = 0 with ``base = p½``. Returns ``(code, last correction)``.
+    """
+    net, nrm, arch, act, rh, n, tol, max_iter = mdl
+    Y, R, J, M, r, Hs, active = sw[4], sw[0], sw[5], sw[6], sw[7], sw[8], sw[9]
+    dz = 2 * n if kind == MIDPOINT else n
+    lo = n if kind == P_STAGE else 0  # the rows/columns of J that belong to the unknown
+    one = cst(x, 1.0)
+    for s in range(S):
+        active[s] = True
+    last = cst(x, 0.0)
+    for _ in range(max_iter):
+        for s in range(S):
+            if kind == MIDPOINT:
+                for c in range(2 * n):
+                    Y[s, c] = z[s, c]
+            elif kind == P_STAGE:
+                for c in range(n):
+                    Y[s, c] = x[s, c]
+                    Y[s, n + c] = z[s, c]
+            else:
+                for c in range(n):
+                    Y[s, c] = z[s, c]
+                    Y[s, n + c] = base[s, c]
+        fd.rates_jacobian(net, nrm, arch, act, rh, n, Y, S, ws, fw, R, J, Hs)
+        last = cst(x, 0.0)
+        remaining = 0
+        for s in range(S):
+            if not active[s]:
+                continue
+            h = hh[s]
+            for i in range(dz):
+                if kind == Q_STAGE:
+                    r[i] = z[s, i] - x[s, i] - h * (v0[s, i] + R[s, i])
+                else:
+                    r[i] = z[s, i] - x[s, lo + i] - h * R[s, lo + i]
+                for j in range(dz):
+                    M[i, j] = (one if i == j else cst(x, 0.0)) - h * J[s, lo + i, lo + j]
+            if not solve_inplace(M, r, dz):
+                return SINGULAR, cst(x, 0.0)
+            big_dz = cst(x, 0.0)
+            big_z = cst(x, 0.0)
+            finite = True
+            for i in range(dz):
+                zi = z[s, i] - r[i]
+                z[s, i] = zi
+                if not np.isfinite(zi):
+                    finite = False
+                big_dz = max(big_dz, abs(r[i]))
+                big_z = max(big_z, abs(zi))
+            if not finite:
+                return NONFINITE_NEWTON, cst(x, 0.0)
+            if big_dz <= tol * (one + big_z):
+                active[s] = False
+            else:
+                remaining += 1
+                last = max(last, big_dz)
+        if remaining == 0:
+            return OK, last
+    return NO_CONVERGENCE, last
+
+
+@njit(**JIT)
+def step(integ, mdl, X, Xn, hs, S, ws, fw, sw):
+    """One step of integrator ``integ`` for rows ``s < S``: ``X → Xn`` with sizes ``hs (S,)``."""
+    net, nrm, arch, act, rh, n = mdl[:6]
+    R, K2, K3, K4, Y = sw[0], sw[1], sw[2], sw[3], sw[4]
+    Zs, half, V0 = sw[10], sw[11], sw[12]
+    m = 2 * n
+    hf = cst(X, 0.5)
+    for s in range(S):
+        half[s] = hf * hs[s]
+    if integ == EULER:
+        fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
+        for s in range(S):
+            for c in range(m):
+                Xn[s, c] = X[s, c] + hs[s] * R[s, c]
+        return OK, cst(X, 0.0)
+    if integ == RK4:
+        fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
+        for s in range(S):
+            for c in range(m):
+                Y[s, c] = X[s, c] + hf * hs[s] * R[s, c]
+        fd.rates(net, nrm, arch, act, rh, n, Y, S, ws, fw, K2)
+        for s in range(S):
+            for c in range(m):
+                Y[s, c] = X[s, c] + hf * hs[s] * K2[s, c]
+        fd.rates(net, nrm, arch, act, rh, n, Y, S, ws, fw, K3)
+        for s in range(S):
+            for c in range(m):
+                Y[s, c] = X[s, c] + hs[s] * K3[s, c]
+        fd.rates(net, nrm, arch, act, rh, n, Y, S, ws, fw, K4)
+        two = cst(X, 2.0)
+        sixth = cst(X, 6.0)
+        for s in range(S):
+            h6 = hs[s] / sixth
+            for c in range(m):
+                Xn[s, c] = X[s, c] + h6 * (R[s, c] + two * K2[s, c] + two * K3[s, c] + K4[s, c])
+        return OK, cst(X, 0.0)
+    if integ == IMPLICIT_MIDPOINT:
+        fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
+        for s in range(S):
+            for c in range(m):
+                Zs[s, c] = X[s, c] + half[s] * R[s, c]
+        code, val = newton(MIDPOINT, mdl, X, X, X, half, Zs, S, ws, fw, sw)
+        two = cst(X, 2.0)
+        for s in range(S):
+            for c in range(m):
+                Xn[s, c] = two * Zs[s, c] - X[s, c]
+        return code, val
+    # symplectic Euler and leapfrog
+    hk = hs if integ == SYMPLECTIC_EULER else half  # the momentum stage's step
+    if arch == fd.SEPARABLE:
+        fd.dp_dt_separable(net, nrm, act, rh, n, X, S, ws, fw, R)
+        for s in range(S):
+            for c in range(n):
+                Y[s, n + c] = X[s, n + c] + hk[s] * R[s, n + c]  # p after the first kick
+        fd.dq_dt_separable(net, nrm, act, rh, n, Y, S, ws, fw, R)
+        for s in range(S):
+            for c in range(n):
+                Xn[s, c] = X[s, c] + hs[s] * R[s, c]
+                Xn[s, n + c] = Y[s, n + c]
+        if integ == LEAPFROG:
+            fd.dp_dt_separable(net, nrm, act, rh, n, Xn, S, ws, fw, R)
+            for s in range(S):
+                for c in range(n):
+                    Xn[s, n + c] = Y[s, n + c] + half[s] * R[s, n + c]
+        return OK, cst(X, 0.0)
+    # non-separable: the momentum stage (and leapfrog's position stage) by Newton
+    fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
+    for s in range(S):
+        for c in range(n):
+            Zs[s, c] = X[s, n + c] + hk[s] * R[s, n + c]
+    code, val = newton(P_STAGE, mdl, X, X, X, hk, Zs, S, ws, fw, sw)
+    if code != OK:
+        return code, val
+    for s in range(S):
+        for c in range(n):
+            Y[s, c] = X[s, c]
+            Y[s, n + c] = Zs[s, c]
+    fd.rates(net, nrm, arch, act, rh, n, Y, S, ws, fw, R)  # dq/dt(q, p1) or v0 = dq/dt(q, p½)
+    if integ == SYMPLECTIC_EULER:
+        for s in range(S):
+            for c in range(n):
+                Xn[s, c] = X[s, c] + hs[s] * R[s, c]
+                Xn[s, n + c] = Zs[s, c]
+        return OK, cst(X, 0.0)
+    for s in range(S):
+        for c in range(n):
+            V0[s, c] = R[s, c]
+            Xn[s, n + c] = Zs[s, c]  # p½, the base of the position stage
+            Zs[s, c] = X[s, c] + hs[s] * R[s, c]
+    P_half = Xn[:, n:]
+    code, val = newton(Q_STAGE, mdl, X, P_half, V0, half, Zs, S, ws, fw, sw)
+    if code != OK:
+        return code, val
+    for s in range(S):
+        for c in range(n):
+            Y[s, c] = Zs[s, c]
+            Y[s, n + c] = Xn[s, n + c]
+    fd.rates(net, nrm, arch, act, rh, n, Y, S, ws, fw, R)
+    for s in range(S):
+        for c in range(n):
+            Xn[s, c] = Zs[s, c]
+            Xn[s, n + c] = Y[s, n + c] + half[s] * R[s, n + c]
+    return OK, cst(X, 0.0)
+
+
+@njit(**JIT)
+def _workspaces(net, n, S, dtype_like):
+    W0, Wr, Wo = net[0], net[3], net[6]
+    din, w = W0.shape[1], W0.shape[2]
+    L = Wr.shape[1]
+    mo = Wo.shape[2]
+    dt = dtype_like.dtype
+    ws = (np.empty((S, w), dt), np.empty((S, w), dt), np.empty((L + 1, S, w), dt), np.empty((L + 1, S, w), dt),
+          np.empty((S, w), dt), np.empty((S, w), dt), np.empty((S * din, w), dt), np.empty((L + 1, S * din, w), dt),
+          np.empty((w, din), dt), np.empty((S * din, mo), dt))
+    m = 2 * n
+    fw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty(S, dt), np.empty(S, dt), np.empty((S, m, m), dt),
+          np.empty((S, mo), dt), np.empty((S, mo, m), dt))
+    sw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt),
+          np.empty((S, m), dt), np.empty((S, m, m), dt), np.empty((m, m), dt), np.empty(m, dt),
+          np.empty((m, m), dt), np.empty(S, np.bool_), np.empty((S, m), dt), np.empty(S, dt), np.empty((S, n), dt))
+    return ws, fw, sw
+
+
+@njit(**JIT)
+def _finite_rows(X, S, m):
+    for s in range(S):
+        for c in range(m):
+            if not np.isfinite(X[s, c]):
+                return False
+    return True
+
+
+@njit(**JIT)
+def rollout_block(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, b0, S, err, errv, blk):
+    """Rows ``b0 … b0+S−1`` through all steps; outputs written in place, errors into ``err[blk]``."""
+    arch, act, integ, n, newton_used, max_iter = cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5]
+    rh, offset, tol = par[0], par[1], par[2]
+    mdl = (net, nrm, arch, act, rh, n, tol, max_iter)
+    T = h.shape[1]
+    shared = h.shape[0] == 1
+    m = 2 * n
+    ws, fw, sw = _workspaces(net, n, S, q0)
+    X = np.empty((S, m), q0.dtype)
+    Xn = np.empty((S, m), q0.dtype)
+    hs = np.empty(S, q0.dtype)
+    Hb = np.empty(S, q0.dtype)
+    hamiltonian = arch != fd.VECTOR
+    for s in range(S):
+        for c in range(n):
+            X[s, c] = q0[b0 + s, c]
+            X[s, n + c] = p0[b0 + s, c]
+            qout[b0 + s, 0, c] = X[s, c]
+            pout[b0 + s, 0, c] = X[s, n + c]
+    if hamiltonian:
+        fd.energy(net, nrm, arch, act, rh, n, offset, X, S, ws, fw, Hb)
+        for s in range(S):
+            Hout[b0 + s, 0] = Hb[s]
+    for k in range(T):
+        for s in range(S):
+            hs[s] = h[0, k] if shared else h[b0 + s, k]
+        code, val = step(integ, mdl, X, Xn, hs, S, ws, fw, sw)
+        if code != OK:
+            err[blk, 0] = code
+            err[blk, 1] = k + 1
+            errv[blk] = val
+            return
+        if not _finite_rows(Xn, S, m):
+            # an implicit scheme meets the non-finite state in the next step's Newton solve
+            later = newton_used and k + 1 < T
+            err[blk, 0] = NONFINITE_NEWTON if later else NONFINITE_STATE
+            err[blk, 1] = k + 2 if later else k + 1
+            return
+        for s in range(S):
+            for c in range(n):
+                qout[b0 + s, k + 1, c] = Xn[s, c]
+                pout[b0 + s, k + 1, c] = Xn[s, n + c]
+        if hamiltonian:
+            fd.energy(net, nrm, arch, act, rh, n, offset, Xn, S, ws, fw, Hb)
+            for s in range(S):
+                Hout[b0 + s, k + 1] = Hb[s]
+        X, Xn = Xn, X
+
+
+@njit(**JIT)
+def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, err, errv):
+    """All samples, one block after another (the latency path: one thread)."""
+    B = q0.shape[0]
+    for blk in range((B + block - 1) // block):
+        b0 = blk * block
+        rollout_block(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, b0, min(block, B - b0), err, errv, blk)
+
+
+@njit(parallel=True, **JIT)
+def rollout_parallel(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, err, errv):
+    """The same, blocks spread over threads (large batches; identical results)."""
+    B = q0.shape[0]
+    for blk in prange((B + block - 1) // block):
+        b0 = blk * block
+        rollout_block(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, b0, min(block, B - b0), err, errv, blk)
