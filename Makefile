@@ -25,7 +25,7 @@ test: install
 	VENV=$(VENV) scripts/test.sh
 
 lint: install
-	$(BIN)/ruff check hinn_core app tests bench
+	$(BIN)/ruff check hinn_core hinn_client app tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

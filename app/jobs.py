@@ -182,6 +182,10 @@ def complete(db: Database, claim: Claim, *, artifact: bytes, sha256: str, config
                 if done.rowcount != 1:
                     s.rollback()
                     return None
+                if s.get_bind().dialect.name == "postgresql":
+                    # serialise version assignment per name (SQLite's BEGIN IMMEDIATE already does); the
+                    # unique constraint and the retry loop stay as the safety net
+                    s.execute(select(func.pg_advisory_xact_lock(func.hashtext("hinn-model:" + claim.name))))
                 version = (s.scalar(select(func.max(Model.version)).where(Model.name == claim.name)) or 0) + 1
                 model = Model(id=uuid.uuid4().hex, name=claim.name, version=version, status="ready",
                               artifact=artifact, sha256=sha256, size_bytes=len(artifact), config=config,

@@ -2,7 +2,8 @@
 
 Nothing is built at import time. The lifespan opens the database, migrates it (or refuses to start
 when ``auto_migrate`` is off and the schema is not at head), puts the database, settings and the
-model cache on ``app.state``, starts the in-process workers and stops them on shutdown.
+model cache on ``app.state``, starts the in-process workers and stops them on shutdown. Each app
+has its own metrics registry (`app.metrics`); the outermost middleware gives every request an id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hinn_core
-from app import problems
+from app import metrics, problems
 from app.api import datasets, health, jobs, models, predict, systems
 from app.db import migrate
 from app.db.session import Database
@@ -135,14 +136,17 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
                   docs_url="/docs", redoc_url="/redoc", openapi_tags=_TAGS,
                   generate_unique_id_function=_operation_id)
     app.state.settings = settings
+    app.state.metrics = metrics.Metrics(lambda: getattr(app.state, "db", None))
     problems.install(app)
     _document_problems(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:  # added last: outermost, so even 413s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],
-                           expose_headers=["Location", "ETag", "Idempotent-Replayed"])
-    for module in (health, systems, datasets, jobs, models, predict):
+                           expose_headers=["Location", "ETag", "Idempotent-Replayed", metrics.REQUEST_ID_HEADER])
+    # outermost of all: its latency and status cover the 413s and CORS answers too
+    app.add_middleware(metrics.ObservabilityMiddleware, metrics=app.state.metrics)
+    for module in (health, systems, datasets, jobs, models, predict, metrics):
         app.include_router(module.router)
     return app
 

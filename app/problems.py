@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import ServiceError
@@ -37,7 +38,10 @@ SLUGS = {
     422: "validation-error",
     500: "internal-error",
     503: "not-ready",
+    507: "storage-full",
 }
+#: how SQLite (SQLITE_FULL) and PostgreSQL (SQLSTATE 53100, ENOSPC) say that a write found no space
+DISK_FULL_MARKERS = ("database or disk is full", "no space left on device", "could not extend file", "disk full")
 
 
 class HTTPProblem(StarletteHTTPException):
@@ -159,6 +163,21 @@ async def _hinn_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(422, str(exc), instance=_instance(request), title="Unprocessable request")
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database had no space for a write (507) or did not answer (503). Either way the request's
+    transaction was rolled back, so nothing was half-written, and the problem says so."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlstate", None) == "53100" or any(m in str(orig).lower() for m in DISK_FULL_MARKERS):
+        log.error("database out of space at %s: %s", request.url.path, orig)
+        return problem(507, "the database is out of storage space (database or disk is full); nothing was "
+                       "stored. Free disk space (or raise the database's size limit) and retry",
+                       instance=_instance(request), field="database", title="Insufficient storage")
+    log.error("database unavailable at %s: %s: %s", request.url.path, type(orig).__name__, orig)
+    return problem(503, f"the database is unavailable ({type(orig).__name__}); nothing was changed. Retry shortly",
+                   instance=_instance(request), field="database", title="Service unavailable",
+                   headers={"Retry-After": "5"})
+
+
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_errors(exc)
@@ -173,12 +192,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     field = getattr(exc, "field", None)
     detail = exc.detail if isinstance(exc.detail, str) else title_for(status)
-    if status == 404 and detail == "Not Found":
+    if status == 400 and detail == FASTAPI_BODY_PARSE_ERROR:  # bytes that are not UTF-8 JSON / form data
+        detail, field = ("the request body could not be parsed: send UTF-8 JSON (Content-Type: application/json), "
+                         "or multipart/form-data for file uploads"), "body"
+    elif status == 404 and detail == "Not Found":
         detail = f"no route {request.method} {request.url.path}"
     elif status == 405 and detail == "Method Not Allowed":
         detail = f"{request.method} is not allowed on {request.url.path}"
     return problem(status, detail, instance=_instance(request), field=field,
                    type_=None if field else "about:blank", headers=getattr(exc, "headers", None))
+
+
+FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
@@ -206,6 +231,8 @@ def document_problems(schema: dict[str, Any], write_methods: Iterable[str] = ("p
             if method in write_methods:
                 responses.setdefault("401", {"description": "missing or invalid API key (when HINN_API_KEYS is set)"})
                 responses.setdefault("413", {"description": "request body over HINN_MAX_BODY_BYTES"})
+            if "requestBody" in op:
+                responses.setdefault("400", {"description": "the body could not be parsed (not JSON or form data)"})
             for code, response in responses.items():
                 if code[0] in "45":
                     response["content"] = content
@@ -220,6 +247,8 @@ def install(app: FastAPI) -> None:
     """Register the handlers on ``app`` (the catch-all ends up in Starlette's ServerErrorMiddleware)."""
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(HinnError, _hinn_error)
+    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(InterfaceError, _database_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -33,30 +32,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.main import create_app
+    from app.metrics import configure_logging
 
     settings = _settings(args, workers=args.workers, device=args.device)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"hinn: serving {settings.database_url} with {settings.workers} worker(s) — "
-          f"Swagger UI at http://{args.host}:{args.port}/docs", file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    configure_logging(settings.log_level)  # JSON lines with request ids (HINN_LOG_LEVEL)
+    logging.getLogger("hinn.serve").info("serving %s with %d worker(s) — Swagger UI at http://%s:%d/docs",
+                                         settings.database_url, settings.workers, args.host, args.port)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower(),
+                log_config=None, access_log=False)  # logging is configured above; hinn.access logs requests
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from app.db.session import Database
+    from app.metrics import configure_logging
     from app.worker import Worker
 
     settings = _settings(args, device=args.device, poll_seconds=args.poll_seconds, lease_seconds=args.lease_seconds)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     db = Database(settings.database_url)
     _ensure_schema(db, settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker = Worker(db, settings, worker_id=args.worker_id, stop=stop, threads=args.threads)
-    print(f"hinn worker {worker.worker_id}: polling {settings.database_url}", file=sys.stderr)
+    log = logging.getLogger("hinn.worker")
+    log.info("worker %s: polling %s", worker.worker_id, settings.database_url)
     done = worker.run(max_jobs=args.max_jobs, exit_when_idle=args.exit_when_idle)
-    print(f"hinn worker {worker.worker_id}: processed {done} job(s)", file=sys.stderr)
+    log.info("worker %s: processed %d job(s)", worker.worker_id, done)
     db.dispose()
     return 0
 

@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     max_epochs: int = Field(100_000, ge=1)
     model_cache_size: int = Field(16, ge=1, description="loaded models kept in memory for /predict")
 
+    # observability
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="level of the JSON log lines that `hinn serve` and `hinn worker` write to stderr")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -11,6 +11,7 @@ notices the re-parenting).
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import traceback
@@ -29,6 +30,8 @@ def _watch_parent(parent_pid: int) -> None:
 def serve(conn: Any, parent_pid: int) -> None:
     """Entry point of the child (``multiprocessing`` spawn target): run jobs until the pipe closes."""
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    # Ctrl-C reaches the whole process group: let the worker decide (it re-queues and kills us cleanly)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import hinn_core  # noqa: F401  - import torch & co. now, while the worker waits for a job
 
     conn.send(("ready", os.getpid()))

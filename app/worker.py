@@ -3,6 +3,14 @@
 A worker is a loop (`Worker.run`) that any host can run (``hinn worker``) or that ``hinn serve``
 starts in threads. Training runs in a child process so that cancellation and timeouts are a kill,
 and a crash in torch costs one attempt, not the worker.
+
+A database outage (PostgreSQL restarting, a dropped connection) does not cost the job: a failed
+heartbeat is retried on the next beat while training goes on, and the final write (complete/fail)
+is retried for up to ``DB_RETRY_SECONDS``; all of them stay fenced by the lease token.
+
+Test-only crash hook: ``HINN_FAULT_POINT=after_claim|before_complete`` makes the worker process
+``os._exit(70)`` right after claiming a job (before its first heartbeat) or once training has
+ended but before the model is registered (tests/faults kill workers there).
 """
 
 from __future__ import annotations
@@ -15,7 +23,11 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app import datasets, jobs
 from app.db.models import Dataset
@@ -25,6 +37,16 @@ from app.settings import Settings
 log = logging.getLogger("hinn.worker")
 
 PROGRESS_WRITE_SECONDS = 0.5  # at most this often a new epoch's progress is written to the job row
+DB_RETRY_SECONDS = 120.0  # how long a final write waits out a database outage before giving up the attempt
+DB_ERRORS = (OperationalError, InterfaceError)  # connection lost/refused, server restarting, SQLite busy
+FAULT_POINT_ENV = "HINN_FAULT_POINT"
+T = TypeVar("T")
+
+
+def _fault_point(point: str) -> None:
+    """Test-only: die here, as a SIGKILL would, when HINN_FAULT_POINT names this point."""
+    if os.environ.get(FAULT_POINT_ENV) == point:
+        os._exit(70)
 
 
 def default_worker_id() -> str:
@@ -69,6 +91,7 @@ class Worker:
         if claim is None:
             return False
         log.info("worker %s: claimed job %s (attempt %d)", self.worker_id, claim.job_id, claim.attempt)
+        _fault_point("after_claim")
         self.execute(claim)
         return True
 
@@ -113,12 +136,31 @@ class Worker:
         """Stop the training child (the loop calls this when it exits)."""
         self._discard_child()
 
+    def _db_retry(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call(*args, **kwargs)``, retried with backoff while the database is unreachable (up to
+        DB_RETRY_SECONDS, or until the worker stops); other errors propagate at once."""
+        deadline = time.monotonic() + DB_RETRY_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except DB_ERRORS as exc:
+                if time.monotonic() + delay > deadline or self.stop.is_set():
+                    raise
+                log.warning("worker %s: database unavailable during %s (%s); retrying in %.1f s", self.worker_id,
+                            what, type(exc).__name__, delay)
+                self.stop.wait(delay)
+                delay = min(2 * delay, 2.0)
+
     def execute(self, claim: jobs.Claim) -> str:
         """Run the claimed job to a final (or re-queued) state; returns what happened."""
         try:
-            payload = self._payload(claim)
+            payload = self._db_retry("loading the dataset", self._payload, claim)
+        except DB_ERRORS:
+            raise  # the database stayed away: the lease expires and the job is claimed again later
         except Exception as exc:
-            jobs.fail(self.db, claim, f"could not load the job's dataset: {exc}", retry=False)
+            self._db_retry("failing the job", jobs.fail, self.db, claim, f"could not load the job's dataset: {exc}",
+                           retry=False)
             return "failed"
         child, conn = self._training_process()
         try:
@@ -127,7 +169,11 @@ class Worker:
             self._discard_child()
             jobs.fail(self.db, claim, "training process was gone before the job started", retry=True)
             return "requeued"
-        outcome, reusable = self._supervise(claim, child, conn)
+        try:
+            outcome, reusable = self._supervise(claim, child, conn)
+        except BaseException:
+            self._discard_child()  # it may still be training this job: never hand it the next one
+            raise
         if not reusable:
             self._discard_child()  # killed or crashed: the next job gets a fresh child
         return outcome
@@ -140,6 +186,7 @@ class Worker:
         progress: dict[str, Any] | None = None
         history: list[dict[str, Any]] = []
         dirty = False
+        beat_failures = 0
         while True:
             message = None
             if recv.poll(0.2):
@@ -156,9 +203,11 @@ class Worker:
                 dirty = True
             elif message is not None and message[0] == "result":
                 result = message[1]
-                model = jobs.complete(self.db, claim, artifact=result["artifact"], sha256=result["sha256"],
-                                      config=result["config"], metrics=_json_safe(result["metrics"]),
-                                      progress=progress, history=_json_safe(result["history"]))
+                _fault_point("before_complete")
+                model = self._db_retry("registering the model", partial(
+                    jobs.complete, self.db, claim, artifact=result["artifact"], sha256=result["sha256"],
+                    config=result["config"], metrics=_json_safe(result["metrics"]), progress=progress,
+                    history=_json_safe(result["history"])))
                 if model is None:
                     log.warning("job %s: lease lost before completion; result discarded", claim.job_id)
                     return "lost", True
@@ -166,13 +215,15 @@ class Worker:
                 return "succeeded", True
             elif message is not None and message[0] == "error":
                 info = message[1]
-                status = jobs.fail(self.db, claim, info["message"], retry=info["retry"])
+                status = self._db_retry("failing the job", jobs.fail, self.db, claim, info["message"],
+                                        retry=info["retry"])
                 return status or "lost", True  # the child survived the error: it takes the next job
             elif message is not None and message[0] == "eof" or (message is None and not child.is_alive()
                                                                   and not recv.poll(0)):
                 child.join(timeout=5)
-                status = jobs.fail(self.db, claim, f"training process died (exit code {child.exitcode}); "
-                                                   "the attempt is retried while attempts remain", retry=True)
+                died = (f"training process died (exit code {child.exitcode}); the attempt is retried while "
+                        "attempts remain")
+                status = self._db_retry("failing the job", jobs.fail, self.db, claim, died, retry=True)
                 return status or "lost", False
 
             if self.stop.is_set():
@@ -186,9 +237,18 @@ class Worker:
                 return "failed", False
             due = now - last_beat >= settings.heartbeat_interval
             if due or (dirty and now - last_write >= PROGRESS_WRITE_SECONDS):
-                beat = jobs.heartbeat(self.db, claim, settings.lease_seconds, progress=progress if dirty else None,
-                                      history=history if dirty else None)
                 last_beat = now
+                try:
+                    beat = jobs.heartbeat(self.db, claim, settings.lease_seconds,
+                                          progress=progress if dirty else None, history=history if dirty else None)
+                except DB_ERRORS as exc:  # keep training; the next beat tries again (fenced: a lost lease shows)
+                    if not beat_failures % 20:
+                        log.warning("job %s: heartbeat failed, database unavailable (%s)", claim.job_id,
+                                    type(exc).__name__)
+                    beat_failures += 1
+                    last_write = now
+                    continue
+                beat_failures = 0
                 if dirty:
                     last_write, dirty = now, False
                 if not beat.held:

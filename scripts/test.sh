@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${VENV:-.venv}/bin"
 
-"$BIN/ruff" check hinn_core app tests bench
+"$BIN/ruff" check hinn_core hinn_client app tests bench
 
 DEFAULT_PG="postgresql+psycopg://postgres@127.0.0.1:5432/test"
 if [ -z "${HINN_TEST_POSTGRES_URL:-}" ]; then
