@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,7 +93,8 @@ def test_predict_with_the_wrong_dimension_names_the_field(model_file, capsys) ->
 
 
 def test_the_console_script_is_installed() -> None:
-    exe = shutil.which("hinn")
+    # the script pip installed beside this interpreter (the venv's bin/ need not be on PATH)
+    exe = shutil.which("hinn", path=str(Path(sys.executable).parent))
     assert exe is not None
     out = subprocess.run([exe, "systems"], capture_output=True, text=True, check=True, timeout=120).stdout
     names = {s["name"] for s in json.loads(out)}
