@@ -27,5 +27,11 @@ test: install
 lint: install
 	$(BIN)/ruff check hinn_core hinn_client app tests bench
 
+bench-perf: install
+	$(BIN)/python -m bench.perf.run
+
+bench-science: install
+	$(BIN)/python -m bench.science.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

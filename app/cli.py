@@ -58,7 +58,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--rollout-steps", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    t.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    t.add_argument("--dtype", choices=["auto", "float64", "float32"], default="auto",
+                   help="auto: float32 on CUDA, float64 on CPU")
     t.add_argument("--initial-state", choices=["observed", "learned"], default=None,
                    help="'learned' fits each trajectory's start with the weights (noisy data)")
     t.add_argument("--test-fraction", type=float, default=0.2, help="trajectories held out for evaluation")

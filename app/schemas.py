@@ -137,7 +137,8 @@ class TrainingOptions(RequestModel):
     patience: int = Field(_TC.patience, ge=0)
     seed: int = Field(_TC.seed, ge=0, examples=[0])
     device: Literal["auto", "cpu", "cuda"] = _TC.device
-    dtype: Literal["float64", "float32"] = _TC.dtype
+    dtype: Literal["auto", "float64", "float32"] = Field(
+        _TC.dtype, description="'auto': float32 on CUDA, float64 on CPU")
     initial_state: Literal["observed", "learned"] = Field(
         _TC.initial_state, description="'learned': fit each trajectory's start state with the weights "
         "(errors-in-variables; for noisy data)")

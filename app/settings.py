@@ -43,6 +43,8 @@ class Settings(BaseSettings):
                                  "(JSON encoding costs ~1-2 µs per float: keep responses to seconds)")
     max_epochs: int = Field(100_000, ge=1)
     model_cache_size: int = Field(16, ge=1, description="loaded models kept in memory for /predict")
+    api_torch_threads: int = Field(1, ge=1, le=256, description="torch threads in the `hinn serve` process: "
+                                   "one keeps batch-1 /predict latency steady (training runs in its own process)")
 
     # observability
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -52,7 +52,8 @@ class TrainConfig:
     patience: int = 100
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float64"
+    #: "auto": float32 on CUDA (its fast arithmetic), float64 on CPU (where it costs little and L-BFGS needs it)
+    dtype: str = "auto"
     #: "observed": windows start from the observed states; "learned": the L-BFGS phase rolls every
     #: training trajectory out whole from a free start state fitted with the weights, its misfit to the
     #: observed start counted as one more point (errors-in-variables: noisy starts stop biasing the dynamics)
@@ -85,8 +86,8 @@ class TrainConfig:
             raise bad("lr_schedule", f"one of {list(LR_SCHEDULES)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad("device", "one of ['auto', 'cpu', 'cuda']")
-        if self.dtype not in ("float32", "float64"):
-            raise bad("dtype", "one of ['float32', 'float64']")
+        if self.dtype not in ("auto", "float32", "float64"):
+            raise bad("dtype", "one of ['auto', 'float32', 'float64']")
         if self.initial_state not in INITIAL_STATES:
             raise bad("initial_state", f"one of {list(INITIAL_STATES)}")
 
@@ -97,6 +98,13 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` → float32 on CUDA, float64 elsewhere; else the named dtype."""
+    if name == "auto":
+        return torch.float32 if device.type == "cuda" else torch.float64
+    return torch.float64 if name == "float64" else torch.float32
 
 
 def resolve_device(name: str) -> torch.device:
@@ -268,7 +276,7 @@ def train(
     if spec.dof != dataset.dof:
         raise ConfigError(f"model dof {spec.dof} does not match the data's dof {dataset.dof}", field="model.dof")
     device = resolve_device(config.device)
-    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    dtype = resolve_dtype(config.dtype, device)
     t_start = time.perf_counter()
 
     train_ds = dataset

@@ -13,8 +13,12 @@ a built-in integrator); `rollout` raises the same `IntegrationError` messages as
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +37,44 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 
 __all__ = ["Packed", "available", "pack", "rollout", "supports"]
 
+
+def _drop_stale_cache() -> None:
+    """numba checks a cached kernel against its own source file only, but the kernels link
+    functions from the sibling files: when any kernel source changed, drop this package's cached
+    kernels (they are recompiled on first use). Best effort: an unusual cache location keeps
+    numba's own per-file check."""
+    try:
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("_*.py"))))
+        cache = Path(_k.rollout._cache._cache_path)
+        marker = cache / "hinn-kernels.stamp"
+        if marker.is_file() and marker.read_text() == digest.hexdigest():
+            return
+        for stale in cache.glob("_*.nb[ci]"):
+            stale.unlink(missing_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        marker.write_text(digest.hexdigest())
+    except Exception:  # noqa: BLE001 - never let cache housekeeping break predictions
+        pass
+
+
+if _k is not None:
+    _drop_stale_cache()
+
 _INTEGRATOR_CODES = {"euler": 0, "symplectic_euler": 1, "leapfrog": 2, "implicit_midpoint": 3, "rk4": 4}
 _ARCH_CODES = {HamiltonianNet: 0, SeparableHamiltonianNet: 1, VectorFieldNet: 2}
-#: rollouts with at least this many initial conditions spread blocks over numba's threads
+#: rollouts with at least this many initial conditions spread their blocks over `THREADS` threads
 PARALLEL_MIN_BATCH = int(os.environ.get("HINN_FASTPATH_PARALLEL_MIN", "512"))
+THREADS = max(1, int(os.environ.get("HINN_FASTPATH_THREADS", len(os.sched_getaffinity(0)))))
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="hinn-fastpath")
+        return _POOL
 
 
 def available() -> bool:
@@ -179,7 +217,15 @@ def rollout(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray,
     errv = np.zeros(n_blocks, np.float64)
     if parallel is None:
         parallel = B >= PARALLEL_MIN_BATCH
-    kernel = _k.rollout_parallel if parallel and n_blocks > 1 else _k.rollout
-    kernel(packed.net, packed.nrm, cfg, packed.par, q0, p0, h2, q, p, H, block, err, errv)
+    args = (packed.net, packed.nrm, cfg, packed.par, q0, p0, h2, q, p, H, block)
+    threads = min(THREADS, n_blocks) if parallel else 1
+    if threads > 1:  # contiguous ranges of blocks, one per thread (the kernel releases the GIL)
+        cuts = np.linspace(0, n_blocks, threads + 1).round().astype(int)
+        jobs = [_pool().submit(_k.rollout, *args, int(a), int(b), err, errv)
+                for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        for job in jobs:
+            job.result()
+    else:
+        _k.rollout(*args, 0, n_blocks, err, errv)
     _raise(err, errv, name)
     return q, p, (H if packed.arch != 2 else None)

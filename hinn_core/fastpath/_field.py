@@ -14,12 +14,12 @@ from __future__ import annotations
 from numba import njit
 
 from hinn_core.fastpath import _trunk as tk
-from hinn_core.fastpath._math import JIT, cst
+from hinn_core.fastpath._math import KERNEL, cst
 
 GENERAL, SEPARABLE, VECTOR = 0, 1, 2
 
 
-@njit(**JIT)
+@njit(inline="always", **KERNEL)
 def normalise(X, S, off, cnt, nrm, U):
     """``U[s, c] = (X[s, off+c] − shift[off+c]) / scale[off+c]`` for ``c < cnt``."""
     shift, scale = nrm[0], nrm[1]
@@ -28,10 +28,12 @@ def normalise(X, S, off, cnt, nrm, U):
             U[s, c] = (X[s, off + c] - shift[off + c]) / scale[off + c]
 
 
-@njit(**JIT)
-def _half_grad(net, nrm, t, act, rh, n, X, S, ws, fw, R):
-    """Separable net: trunk ``t`` (0: V on q, 1: T on p) → −V'(q) into R[:, n:] or T'(p) into R[:, :n]."""
-    U, gu, val = fw[0], fw[1], fw[2]
+@njit(**KERNEL)
+def half_grad(net, nrm, t, act, rh, n, X, S, ws, fw, R):
+    """Separable net, trunk ``t``: 0 → −V'(q) into ``R[:, n:]``, V's output into ``fw[2]``;
+    1 → T'(p) into ``R[:, :n]``, T's output into ``fw[3]``."""
+    U, gu = fw[0], fw[1]
+    val = fw[2] if t == 0 else fw[3]
     off = t * n
     normalise(X, S, off, n, nrm, U)
     tk.grad(net, t, act, rh, U, S, ws, val, gu)
@@ -46,25 +48,14 @@ def _half_grad(net, nrm, t, act, rh, n, X, S, ws, fw, R):
                 R[s, c] = gu[s, c] * gsc[n + c]
 
 
-@njit(**JIT)
-def dp_dt_separable(net, nrm, act, rh, n, X, S, ws, fw, R):
-    """−V'(q) into ``R[:, n:]``; V's trunk output stays in ``fw[2]``."""
-    _half_grad(net, nrm, 0, act, rh, n, X, S, ws, fw, R)
-
-
-@njit(**JIT)
-def dq_dt_separable(net, nrm, act, rh, n, X, S, ws, fw, R):
-    """T'(p) into ``R[:, :n]``."""
-    _half_grad(net, nrm, 1, act, rh, n, X, S, ws, fw, R)
-
-
-@njit(**JIT)
+@njit(**KERNEL)
 def rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R):
-    """``R[s] = (dq/dt, dp/dt)`` at ``X[s]``, ``(S, 2n)``."""
+    """``R[s] = (dq/dt, dp/dt)`` at ``X[s]``, ``(S, 2n)``; the trunk outputs stay in ``fw[2]``
+    (and T's in ``fw[3]``), so `energy_from_outputs` gives H at ``X`` for free."""
     U, gu, val, F = fw[0], fw[1], fw[2], fw[5]
     if arch == SEPARABLE:
-        dp_dt_separable(net, nrm, act, rh, n, X, S, ws, fw, R)
-        dq_dt_separable(net, nrm, act, rh, n, X, S, ws, fw, R)
+        half_grad(net, nrm, 0, act, rh, n, X, S, ws, fw, R)
+        half_grad(net, nrm, 1, act, rh, n, X, S, ws, fw, R)
         return
     normalise(X, S, 0, 2 * n, nrm, U)
     if arch == GENERAL:
@@ -82,7 +73,7 @@ def rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R):
                 R[s, c] = F[s, c] * osc[c]
 
 
-@njit(**JIT)
+@njit(inline="always", **KERNEL)
 def _scaled_hessian(hess, s, lo, cnt, nrm, out):
     """``out[i, j] = hess[s, i, j]·out_scale / (scale[lo+i]·scale[lo+j])`` (as `HamiltonianNet.hessian`)."""
     scale, osc = nrm[1], nrm[2][0]
@@ -91,7 +82,7 @@ def _scaled_hessian(hess, s, lo, cnt, nrm, out):
             out[i, j] = hess[s, i, j] * osc / (scale[lo + i] * scale[lo + j])
 
 
-@njit(**JIT)
+@njit(**KERNEL)
 def rates_jacobian(net, nrm, arch, act, rh, n, X, S, ws, fw, R, J, Hs):
     """Rates ``R (S, 2n)`` and their Jacobian ``J (S, 2n, 2n)`` at ``X``; ``Hs (2n, 2n)`` scratch."""
     U, gu, val, hess, F, jac = fw[0], fw[1], fw[2], fw[4], fw[5], fw[6]
@@ -141,20 +132,25 @@ def rates_jacobian(net, nrm, arch, act, rh, n, X, S, ws, fw, R, J, Hs):
                         J[s, i, c] = zero
 
 
-@njit(**JIT)
+@njit(inline="always", **KERNEL)
+def energy_from_outputs(nrm, arch, offset, S, fw, H):
+    """H from the trunk outputs a gradient sweep left in ``fw`` (as `HamiltonianNet.hamiltonian`)."""
+    osc = nrm[2][0]
+    val, val2 = fw[2], fw[3]
+    for s in range(S):
+        H[s] = osc * val[s] + offset if arch == GENERAL else osc * (val2[s] + val[s]) + offset
+
+
+@njit(**KERNEL)
 def energy(net, nrm, arch, act, rh, n, offset, X, S, ws, fw, H):
     """Learned H at ``X[s]`` (physical sign, calibrated constant): ``H (S,)``; H nets only."""
-    U, val, val2 = fw[0], fw[2], fw[3]
-    osc = nrm[2][0]
+    U = fw[0]
     if arch == GENERAL:
         normalise(X, S, 0, 2 * n, nrm, U)
-        tk.value(net, 0, act, rh, U, S, ws, val)
-        for s in range(S):
-            H[s] = osc * val[s] + offset
-        return
-    normalise(X, S, n, n, nrm, U)
-    tk.value(net, 1, act, rh, U, S, ws, val2)
-    normalise(X, S, 0, n, nrm, U)
-    tk.value(net, 0, act, rh, U, S, ws, val)
-    for s in range(S):
-        H[s] = osc * (val2[s] + val[s]) + offset
+        tk.value(net, 0, act, rh, U, S, ws, fw[2])
+    else:
+        normalise(X, S, n, n, nrm, U)
+        tk.value(net, 1, act, rh, U, S, ws, fw[3])
+        normalise(X, S, 0, n, nrm, U)
+        tk.value(net, 0, act, rh, U, S, ws, fw[2])
+    energy_from_outputs(nrm, arch, offset, S, fw, H)

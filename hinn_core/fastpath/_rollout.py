@@ -1,8 +1,8 @@
 """Whole rollouts in one compiled call: every integrator of `hinn_core.integrators`, block by block.
 
 Samples are processed in blocks of ``S`` rows that stay in cache for all T steps; blocks are
-independent, so the parallel driver (``prange`` over blocks) gives the same numbers as the serial
-one. Each step mirrors the torch `Integrator.step` formula for formula; implicit stages run
+independent, so running ranges of blocks on several threads (the kernel releases the GIL) gives
+the same numbers as one thread. Each step mirrors the torch `Integrator.step` formula for formula; implicit stages run
 Newton with the same initial guess, tolerance (``|Δz| ≤ tol·(1 + |z|)``) and iteration cap, both
 passed in from `hinn_core.integrators`, tested per sample (the torch path tests the batch).
 
@@ -13,10 +13,11 @@ Newton correction); `hinn_core.fastpath` turns them into the torch path's `Integ
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from hinn_core.fastpath import _field as fd
-from hinn_core.fastpath._math import JIT, cst
+from hinn_core.fastpath import _trunk as tk
+from hinn_core.fastpath._math import JIT, KERNEL, cst
 
 EULER, SYMPLECTIC_EULER, LEAPFROG, IMPLICIT_MIDPOINT, RK4 = 0, 1, 2, 3, 4
 OK, NONFINITE_STATE, NONFINITE_NEWTON, SINGULAR, NO_CONVERGENCE = 0, 1, 2, 3, 4
@@ -24,7 +25,7 @@ OK, NONFINITE_STATE, NONFINITE_NEWTON, SINGULAR, NO_CONVERGENCE = 0, 1, 2, 3, 4
 MIDPOINT, P_STAGE, Q_STAGE = 0, 1, 2
 
 
-@njit(**JIT)
+@njit(**KERNEL)
 def solve_inplace(M, r, d):
     """``r ← M⁻¹ r`` for the leading ``d × d`` block (M is overwritten): LU with partial pivoting
     as LAPACK's getrf; False when a pivot is exactly zero (singular)."""
@@ -61,14 +62,14 @@ def solve_inplace(M, r, d):
     return True
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
     """Solve a block's implicit stage in place of ``z`` (initial guess in, root out).
 
     MIDPOINT: z − x − hh·f(z) = 0 (z: 2n); P_STAGE: P − p − hh·f_p(q, P) = 0; Q_STAGE:
     Q − q − hh·(v0 + f_q(Q, p½)) = 0 with ``base = p½``. Returns ``(code, last correction)``.
     """
-    net, nrm, arch, act, rh, n, tol, max_iter = mdl
+    net, nrm, arch, act, rh, n, tol, max_iter = mdl[0], mdl[1], mdl[2], mdl[3], mdl[4], mdl[5], mdl[6], mdl[7]
     Y, R, J, M, r, Hs, active = sw[4], sw[0], sw[5], sw[6], sw[7], sw[8], sw[9]
     dz = 2 * n if kind == MIDPOINT else n
     lo = n if kind == P_STAGE else 0  # the rows/columns of J that belong to the unknown
@@ -127,24 +128,60 @@ def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
     return NO_CONVERGENCE, last
 
 
-@njit(**JIT)
-def step(integ, mdl, X, Xn, hs, S, ws, fw, sw):
-    """One step of integrator ``integ`` for rows ``s < S``: ``X → Xn`` with sizes ``hs (S,)``."""
-    net, nrm, arch, act, rh, n = mdl[:6]
+@njit(inline="always", **JIT)
+def step(integ, mdl, X, Xn, hs, S, ws, fw, sw, Hb, cached):
+    """One step of integrator ``integ`` for rows ``s < S``: ``X → Xn`` with sizes ``hs (S,)``.
+
+    Also leaves H at ``X`` in ``Hb`` (H nets), from the trunk outputs of the step's first gradient
+    sweep — for the explicit separable schemes only V's raw output (see `_kinetic_pass`).
+    ``cached``: separable leapfrog's −V'(q) and V(q̂) at ``X`` are in ``sw[13:15]`` from the
+    previous step's last kick (torch recomputes them: same numbers, one sweep fewer).
+    Returns ``(code, last Newton correction)``.
+    """
+    net, nrm, arch, act, rh, n, offset = mdl[0], mdl[1], mdl[2], mdl[3], mdl[4], mdl[5], mdl[8]
     R, K2, K3, K4, Y = sw[0], sw[1], sw[2], sw[3], sw[4]
-    Zs, half, V0 = sw[10], sw[11], sw[12]
+    Zs, half, V0, Rc, Vc = sw[10], sw[11], sw[12], sw[13], sw[14]
     m = 2 * n
     hf = cst(X, 0.5)
+    zero = cst(X, 0.0)
+    hamiltonian = arch != fd.VECTOR
     for s in range(S):
         half[s] = hf * hs[s]
+    if arch == fd.SEPARABLE and (integ == SYMPLECTIC_EULER or integ == LEAPFROG):
+        # explicit: kick with −V'(q), drift with T'(p). H(X) = out_scale·(T + V) + offset: V's
+        # output comes with the kick (Hb gets it raw); T(p̂) is added by `_kinetic_pass`, in blocks
+        if not cached:
+            fd.half_grad(net, nrm, 0, act, rh, n, X, S, ws, fw, Rc)
+            for s in range(S):
+                Vc[s] = fw[2][s]
+        for s in range(S):
+            Hb[s] = Vc[s]
+        hk = hs if integ == SYMPLECTIC_EULER else half
+        for s in range(S):
+            for c in range(n):
+                Y[s, n + c] = X[s, n + c] + hk[s] * Rc[s, n + c]  # p after the first kick
+        fd.half_grad(net, nrm, 1, act, rh, n, Y, S, ws, fw, R)
+        for s in range(S):
+            for c in range(n):
+                Xn[s, c] = X[s, c] + hs[s] * R[s, c]
+                Xn[s, n + c] = Y[s, n + c]
+        if integ == LEAPFROG:
+            fd.half_grad(net, nrm, 0, act, rh, n, Xn, S, ws, fw, Rc)  # −V'(q1): also next step's first kick
+            for s in range(S):
+                Vc[s] = fw[2][s]
+                for c in range(n):
+                    Xn[s, n + c] = Y[s, n + c] + half[s] * Rc[s, n + c]
+        return OK, zero
+    # every other scheme starts with the rates at X: H(X) comes from that sweep
+    fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
+    if hamiltonian:
+        fd.energy_from_outputs(nrm, arch, offset, S, fw, Hb)
     if integ == EULER:
-        fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
         for s in range(S):
             for c in range(m):
                 Xn[s, c] = X[s, c] + hs[s] * R[s, c]
-        return OK, cst(X, 0.0)
+        return OK, zero
     if integ == RK4:
-        fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
         for s in range(S):
             for c in range(m):
                 Y[s, c] = X[s, c] + hf * hs[s] * R[s, c]
@@ -163,9 +200,8 @@ def step(integ, mdl, X, Xn, hs, S, ws, fw, sw):
             h6 = hs[s] / sixth
             for c in range(m):
                 Xn[s, c] = X[s, c] + h6 * (R[s, c] + two * K2[s, c] + two * K3[s, c] + K4[s, c])
-        return OK, cst(X, 0.0)
+        return OK, zero
     if integ == IMPLICIT_MIDPOINT:
-        fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
         for s in range(S):
             for c in range(m):
                 Zs[s, c] = X[s, c] + half[s] * R[s, c]
@@ -175,26 +211,9 @@ def step(integ, mdl, X, Xn, hs, S, ws, fw, sw):
             for c in range(m):
                 Xn[s, c] = two * Zs[s, c] - X[s, c]
         return code, val
-    # symplectic Euler and leapfrog
-    hk = hs if integ == SYMPLECTIC_EULER else half  # the momentum stage's step
-    if arch == fd.SEPARABLE:
-        fd.dp_dt_separable(net, nrm, act, rh, n, X, S, ws, fw, R)
-        for s in range(S):
-            for c in range(n):
-                Y[s, n + c] = X[s, n + c] + hk[s] * R[s, n + c]  # p after the first kick
-        fd.dq_dt_separable(net, nrm, act, rh, n, Y, S, ws, fw, R)
-        for s in range(S):
-            for c in range(n):
-                Xn[s, c] = X[s, c] + hs[s] * R[s, c]
-                Xn[s, n + c] = Y[s, n + c]
-        if integ == LEAPFROG:
-            fd.dp_dt_separable(net, nrm, act, rh, n, Xn, S, ws, fw, R)
-            for s in range(S):
-                for c in range(n):
-                    Xn[s, n + c] = Y[s, n + c] + half[s] * R[s, n + c]
-        return OK, cst(X, 0.0)
-    # non-separable: the momentum stage (and leapfrog's position stage) by Newton
-    fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
+    # symplectic Euler / leapfrog, non-separable: the momentum stage (and leapfrog's position
+    # stage) by Newton
+    hk = hs if integ == SYMPLECTIC_EULER else half
     for s in range(S):
         for c in range(n):
             Zs[s, c] = X[s, n + c] + hk[s] * R[s, n + c]
@@ -205,20 +224,19 @@ def step(integ, mdl, X, Xn, hs, S, ws, fw, sw):
         for c in range(n):
             Y[s, c] = X[s, c]
             Y[s, n + c] = Zs[s, c]
-    fd.rates(net, nrm, arch, act, rh, n, Y, S, ws, fw, R)  # dq/dt(q, p1) or v0 = dq/dt(q, p½)
+    fd.rates(net, nrm, arch, act, rh, n, Y, S, ws, fw, R)  # dq/dt(q, p1), or v0 = dq/dt(q, p½)
     if integ == SYMPLECTIC_EULER:
         for s in range(S):
             for c in range(n):
                 Xn[s, c] = X[s, c] + hs[s] * R[s, c]
                 Xn[s, n + c] = Zs[s, c]
-        return OK, cst(X, 0.0)
+        return OK, zero
     for s in range(S):
         for c in range(n):
             V0[s, c] = R[s, c]
             Xn[s, n + c] = Zs[s, c]  # p½, the base of the position stage
             Zs[s, c] = X[s, c] + hs[s] * R[s, c]
-    P_half = Xn[:, n:]
-    code, val = newton(Q_STAGE, mdl, X, P_half, V0, half, Zs, S, ws, fw, sw)
+    code, val = newton(Q_STAGE, mdl, X, Xn[:, n:], V0, half, Zs, S, ws, fw, sw)
     if code != OK:
         return code, val
     for s in range(S):
@@ -230,10 +248,10 @@ def step(integ, mdl, X, Xn, hs, S, ws, fw, sw):
         for c in range(n):
             Xn[s, c] = Zs[s, c]
             Xn[s, n + c] = Y[s, n + c] + half[s] * R[s, n + c]
-    return OK, cst(X, 0.0)
+    return OK, zero
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _workspaces(net, n, S, dtype_like):
     W0, Wr, Wo = net[0], net[3], net[6]
     din, w = W0.shape[1], W0.shape[2]
@@ -242,89 +260,109 @@ def _workspaces(net, n, S, dtype_like):
     dt = dtype_like.dtype
     ws = (np.empty((S, w), dt), np.empty((S, w), dt), np.empty((L + 1, S, w), dt), np.empty((L + 1, S, w), dt),
           np.empty((S, w), dt), np.empty((S, w), dt), np.empty((S * din, w), dt), np.empty((L + 1, S * din, w), dt),
-          np.empty((w, din), dt), np.empty((S * din, mo), dt))
+          np.empty((w, din), dt), np.empty((S * din, mo), dt), np.empty(S * w, dt))
     m = 2 * n
     fw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty(S, dt), np.empty(S, dt), np.empty((S, m, m), dt),
           np.empty((S, mo), dt), np.empty((S, mo, m), dt))
     sw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt),
           np.empty((S, m), dt), np.empty((S, m, m), dt), np.empty((m, m), dt), np.empty(m, dt),
-          np.empty((m, m), dt), np.empty(S, np.bool_), np.empty((S, m), dt), np.empty(S, dt), np.empty((S, n), dt))
+          np.empty((m, m), dt), np.empty(S, np.bool_), np.empty((S, m), dt), np.empty(S, dt), np.empty((S, n), dt),
+          np.empty((S, m), dt), np.empty(S, dt))
     return ws, fw, sw
 
 
-@njit(**JIT)
-def _finite_rows(X, S, m):
-    for s in range(S):
-        for c in range(m):
-            if not np.isfinite(X[s, c]):
-                return False
-    return True
+#: rows per block of the deferred kinetic-energy pass (wide enough for BLAS)
+POST_ROWS = 16
 
 
-@njit(**JIT)
-def rollout_block(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, b0, S, err, errv, blk):
-    """Rows ``b0 … b0+S−1`` through all steps; outputs written in place, errors into ``err[blk]``."""
+@njit(inline="always", **JIT)
+def _kinetic_pass(net, nrm, act, rh, n, offset, pout, Hout, b0, S, T, ws, fw):
+    """``H = out_scale·(T(p̂) + V) + offset`` for the block's states, where ``Hout`` holds V's raw
+    output: T in blocks of `POST_ROWS` (time points) rather than one per step."""
+    U, val = fw[0], fw[3]
+    shift, scale, osc = nrm[0], nrm[1], nrm[2][0]
+    total = S * (T + 1)
+    for i0 in range(0, total, POST_ROWS):
+        cnt = min(POST_ROWS, total - i0)
+        for r in range(cnt):
+            s, k = divmod(i0 + r, T + 1)
+            for c in range(n):
+                U[r, c] = (pout[b0 + s, k, c] - shift[n + c]) / scale[n + c]
+        tk.value(net, 1, act, rh, U, cnt, ws, val)
+        for r in range(cnt):
+            s, k = divmod(i0 + r, T + 1)
+            Hout[b0 + s, k] = osc * (val[r] + Hout[b0 + s, k]) + offset
+
+
+@njit(nogil=True, **JIT)
+def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, err, errv):
+    """Blocks ``blk0 … blk1−1`` of ``block`` rows through all steps, one after another; outputs
+    written in place, errors into ``err[blk]``, ``errv[blk]``."""
     arch, act, integ, n, newton_used, max_iter = cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5]
     rh, offset, tol = par[0], par[1], par[2]
-    mdl = (net, nrm, arch, act, rh, n, tol, max_iter)
-    T = h.shape[1]
+    mdl = (net, nrm, arch, act, rh, n, tol, max_iter, offset)
+    B, T = q0.shape[0], h.shape[1]
     shared = h.shape[0] == 1
     m = 2 * n
-    ws, fw, sw = _workspaces(net, n, S, q0)
-    X = np.empty((S, m), q0.dtype)
-    Xn = np.empty((S, m), q0.dtype)
-    hs = np.empty(S, q0.dtype)
-    Hb = np.empty(S, q0.dtype)
     hamiltonian = arch != fd.VECTOR
-    for s in range(S):
-        for c in range(n):
-            X[s, c] = q0[b0 + s, c]
-            X[s, n + c] = p0[b0 + s, c]
-            qout[b0 + s, 0, c] = X[s, c]
-            pout[b0 + s, 0, c] = X[s, n + c]
-    if hamiltonian:
-        fd.energy(net, nrm, arch, act, rh, n, offset, X, S, ws, fw, Hb)
-        for s in range(S):
-            Hout[b0 + s, 0] = Hb[s]
-    for k in range(T):
-        for s in range(S):
-            hs[s] = h[0, k] if shared else h[b0 + s, k]
-        code, val = step(integ, mdl, X, Xn, hs, S, ws, fw, sw)
-        if code != OK:
-            err[blk, 0] = code
-            err[blk, 1] = k + 1
-            errv[blk] = val
-            return
-        if not _finite_rows(Xn, S, m):
-            # an implicit scheme meets the non-finite state in the next step's Newton solve
-            later = newton_used and k + 1 < T
-            err[blk, 0] = NONFINITE_NEWTON if later else NONFINITE_STATE
-            err[blk, 1] = k + 2 if later else k + 1
-            return
+    ws, fw, sw = _workspaces(net, n, block, q0)
+    deferred = arch == fd.SEPARABLE and (integ == SYMPLECTIC_EULER or integ == LEAPFROG)
+    ws2, fw2, _ = _workspaces(net, n, POST_ROWS if deferred else 1, q0)
+    X0 = np.empty((block, m), q0.dtype)
+    X1 = np.empty((block, m), q0.dtype)
+    hs = np.empty(block, q0.dtype)
+    Hb = np.empty(block, q0.dtype)
+    for blk in range(blk0, blk1):
+        b0 = blk * block
+        S = min(block, B - b0)
+        X, Xn = X0, X1
         for s in range(S):
             for c in range(n):
-                qout[b0 + s, k + 1, c] = Xn[s, c]
-                pout[b0 + s, k + 1, c] = Xn[s, n + c]
-        if hamiltonian:
-            fd.energy(net, nrm, arch, act, rh, n, offset, Xn, S, ws, fw, Hb)
+                X[s, c] = q0[b0 + s, c]
+                X[s, n + c] = p0[b0 + s, c]
+                qout[b0 + s, 0, c] = X[s, c]
+                pout[b0 + s, 0, c] = X[s, n + c]
+        cached = False
+        failed = False
+        for k in range(T):
             for s in range(S):
-                Hout[b0 + s, k + 1] = Hb[s]
-        X, Xn = Xn, X
-
-
-@njit(**JIT)
-def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, err, errv):
-    """All samples, one block after another (the latency path: one thread)."""
-    B = q0.shape[0]
-    for blk in range((B + block - 1) // block):
-        b0 = blk * block
-        rollout_block(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, b0, min(block, B - b0), err, errv, blk)
-
-
-@njit(parallel=True, **JIT)
-def rollout_parallel(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, err, errv):
-    """The same, blocks spread over threads (large batches; identical results)."""
-    B = q0.shape[0]
-    for blk in prange((B + block - 1) // block):
-        b0 = blk * block
-        rollout_block(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, b0, min(block, B - b0), err, errv, blk)
+                hs[s] = h[0, k] if shared else h[b0 + s, k]
+            code, val = step(integ, mdl, X, Xn, hs, S, ws, fw, sw, Hb, cached)
+            cached = integ == LEAPFROG  # the last kick's −V'(q1) is the next first kick's
+            if hamiltonian:
+                for s in range(S):
+                    Hout[b0 + s, k] = Hb[s]
+            finite = True
+            for s in range(S):
+                for c in range(m):
+                    if not np.isfinite(Xn[s, c]):
+                        finite = False
+            at = k + 1
+            if code == OK and not finite:
+                # an implicit scheme meets the non-finite state in the next step's Newton solve
+                later = newton_used and k + 1 < T
+                code = NONFINITE_NEWTON if later else NONFINITE_STATE
+                at = k + 2 if later else k + 1
+            if code != OK:
+                err[blk, 0] = code
+                err[blk, 1] = at
+                errv[blk] = val
+                failed = True
+                break
+            for s in range(S):
+                for c in range(n):
+                    qout[b0 + s, k + 1, c] = Xn[s, c]
+                    pout[b0 + s, k + 1, c] = Xn[s, n + c]
+            X, Xn = Xn, X
+        if failed or not hamiltonian:
+            continue
+        if deferred:
+            fd.normalise(X, S, 0, n, nrm, fw[0])
+            tk.value(net, 0, act, rh, fw[0], S, ws, Hb)
+            for s in range(S):
+                Hout[b0 + s, T] = Hb[s]
+            _kinetic_pass(net, nrm, act, rh, n, offset, pout, Hout, b0, S, T, ws2, fw2)
+        else:
+            fd.energy(net, nrm, arch, act, rh, n, offset, X, S, ws, fw, Hb)
+            for s in range(S):
+                Hout[b0 + s, T] = Hb[s]

@@ -2,85 +2,124 @@
 
 Rows are samples: ``U: (S, d)``. Weights come packed per trunk ``t`` (`hinn_core.fastpath.pack`):
 ``net = (W0, b0, W0T, Wr, br, WrT, Wo, bo)`` with hessQuik's row-vector convention
-``z = u @ K + b``, resnet ``a ← a + rh·σ(a @ K + b)``. Products are written as axpy loops (output
-index innermost, contiguous), which LLVM vectorises without reassociating sums; transposed
-copies (``W0T``, ``WrT``) keep the backward sweep in the same form.
+``z = u @ K + b``, resnet ``a ← a + rh·σ(a @ K + b)``. Products are axpy loops (output index
+innermost, contiguous), which LLVM vectorises without being allowed to reassociate sums;
+transposed copies (``W0T``, ``WrT``) keep the backward sweep in the same form.
 
 Derivatives mirror the torch paths in `hinn_core.networks.ScalarTrunk`: the input gradient by the
 transposed chain rule; the Hessian as Σ_l J_lᵀ diag(μ_l ⊙ σ''(z_l)) J_l with the Jacobians
 J_l = ∂z_l/∂u carried forward as ``d`` tangent rows per sample; the Jacobian of a vector trunk
 by the same forward sweep.
 
-Workspace ``ws = (Z, A, D1, D2, G, E, JA, JZ, HT, JF)``: Z, A, G, E ``(S, w)``; D1, D2 ``(L+1, S, w)``;
-JA ``(S·d, w)``; JZ ``(L+1, S·d, w)``; HT ``(w, d)``; JF ``(S·d, m)``.
+Workspace ``ws = (Z, A, D1, D2, G, E, JA, JZ, HT, JF, T)``: Z, A, G, E ``(S, w)``; D1, D2
+``(L+1, S, w)``; JA ``(S·d, w)``; JZ ``(L+1, S·d, w)``; HT ``(w, d)``; JF ``(S·d, m)``; T ``(S·w,)``.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-from hinn_core.fastpath._math import JIT, activate, cst
+from hinn_core.fastpath._math import JIT, KERNEL, activate, cst
 
 
-@njit(**JIT)
+@njit(**KERNEL)
 def matmul(A, K, Z, R, accumulate):
-    """``Z[r] (+)= A[r] @ K`` for rows ``r < R``."""
+    """``Z[r] (+)= A[r] @ K`` for rows ``r < R``.
+
+    Eight rows of ``K`` per pass over ``Z[r]``: one load/store of the accumulator per eight
+    multiply-adds instead of per one (the sum is grouped in pairs — round-off only).
+    """
     m, n = K.shape
+    m8 = m - m % 8
     for r in range(R):
-        z = Z[r]
-        a = A[r]
         if not accumulate:
             for j in range(n):
-                z[j] = cst(z, 0.0)
-        for i in range(m):
-            ai = a[i]
-            k = K[i]
+                Z[r, j] = cst(Z, 0.0)
+        for i in range(0, m8, 8):
+            a0, a1, a2, a3 = A[r, i], A[r, i + 1], A[r, i + 2], A[r, i + 3]
+            a4, a5, a6, a7 = A[r, i + 4], A[r, i + 5], A[r, i + 6], A[r, i + 7]
             for j in range(n):
-                z[j] += ai * k[j]
+                Z[r, j] += (((a0 * K[i, j] + a1 * K[i + 1, j]) + (a2 * K[i + 2, j] + a3 * K[i + 3, j]))
+                            + ((a4 * K[i + 4, j] + a5 * K[i + 5, j]) + (a6 * K[i + 6, j] + a7 * K[i + 7, j])))
+        for i in range(m8, m):
+            a = A[r, i]
+            for j in range(n):
+                Z[r, j] += a * K[i, j]
 
 
-@njit(**JIT)
+#: BLAS (numba's ``np.dot``: scipy's BLAS) for blocks of at least this many rows; each call keeps
+#: rows·k·n at most `BLAS_MAX_WORK`, below OpenBLAS's threshold for starting its own threads.
+BLAS_MIN_ROWS = 8
+BLAS_MAX_WORK = 1 << 17
+
+
+@njit(**JIT)  # np.dot needs numba's reference counting
+def _gemm(A, K, Z, R, accumulate, T):
+    m, n = K.shape
+    chunk = max(BLAS_MIN_ROWS, BLAS_MAX_WORK // (m * n))
+    for r0 in range(0, R, chunk):
+        r1 = min(R, r0 + chunk)
+        if accumulate:
+            out = T[: (r1 - r0) * n].reshape((r1 - r0, n))
+            np.dot(A[r0:r1], K, out)
+            for r in range(r0, r1):
+                for j in range(n):
+                    Z[r, j] += out[r - r0, j]
+        else:
+            np.dot(A[r0:r1], K, Z[r0:r1])
+
+
+@njit(**KERNEL)
+def matmul_wide(A, K, Z, R, accumulate, T):
+    """`matmul` for full-width operands (``A: (·, k)``, ``Z: (·, n)`` exactly): through BLAS for
+    blocks of rows (3–4× the loops at 16 rows), loops below; ``T`` is scratch of ≥ R·n."""
+    if R >= BLAS_MIN_ROWS:
+        _gemm(A, K, Z, R, accumulate, T)
+    else:
+        matmul(A, K, Z, R, accumulate)
+
+
+@njit(**KERNEL)
 def matmul_bias(A, K, b, Z, R):
     """``Z[r] = b + A[r] @ K`` for rows ``r < R``."""
-    m, n = K.shape
+    n = K.shape[1]
     for r in range(R):
-        z = Z[r]
-        a = A[r]
         for j in range(n):
-            z[j] = b[j]
-        for i in range(m):
-            ai = a[i]
-            k = K[i]
-            for j in range(n):
-                z[j] += ai * k[j]
+            Z[r, j] = b[j]
+    matmul(A, K, Z, R, True)
 
 
-@njit(**JIT)
-def forward(net, t, act, rh, U, S, ws, need_d1, need_d2):
-    """Hidden state ``A`` of rows ``s < S``; σ'(z_l), σ''(z_l) into ``D1[l], D2[l]`` when asked."""
+@njit(inline="always", **KERNEL)
+def forward(net, t, act, rh, U, S, ws):
+    """Hidden state ``A`` of rows ``s < S``; σ'(z_l), σ''(z_l) into ``D1[l], D2[l]``."""
     Z, A, D1, D2 = ws[0], ws[1], ws[2], ws[3]
     Wr, br = net[3][t], net[4][t]
     matmul_bias(U, net[0][t], net[1][t], Z, S)
-    activate(Z, A, D1[0], D2[0], S, act, rh, False, need_d1, need_d2)
+    activate(Z, A, D1[0], D2[0], S, act, rh, False)
     for layer in range(Wr.shape[0]):
-        matmul_bias(A, Wr[layer], br[layer], Z, S)
-        activate(Z, A, D1[layer + 1], D2[layer + 1], S, act, rh, True, need_d1, need_d2)
+        b = br[layer]
+        for s in range(S):
+            for j in range(b.shape[0]):
+                Z[s, j] = b[j]
+        matmul_wide(A, Wr[layer], Z, S, True, ws[10])
+        activate(Z, A, D1[layer + 1], D2[layer + 1], S, act, rh, True)
 
 
-@njit(**JIT)
+@njit(inline="always", **KERNEL)
 def outputs(net, t, S, ws, F):
     """``F[s] = bo + A[s] @ Wo`` after `forward`: ``(S, m)``."""
     matmul_bias(ws[1], net[6][t], net[7][t], F, S)
 
 
-@njit(**JIT)
+@njit(**KERNEL)
 def value(net, t, act, rh, U, S, ws, val):
     """Output of a scalar trunk, ``val: (S,)``."""
-    forward(net, t, act, rh, U, S, ws, False, False)
+    forward(net, t, act, rh, U, S, ws)
     _scalar_out(net, t, S, ws, val)
 
 
-@njit(**JIT)
+@njit(inline="always", **KERNEL)
 def _scalar_out(net, t, S, ws, val):
     A = ws[1]
     wo = net[6][t]
@@ -93,7 +132,7 @@ def _scalar_out(net, t, S, ws, val):
         val[s] = acc
 
 
-@njit(**JIT)
+@njit(inline="always", **KERNEL)
 def _backward_to_first(net, t, rh, S, ws):
     """The transposed chain rule through the resnet: ``G = ∂out/∂a_0`` (rows ``s < S``)."""
     G, E, D1 = ws[4], ws[5], ws[2]
@@ -108,13 +147,13 @@ def _backward_to_first(net, t, rh, S, ws):
         for s in range(S):
             for j in range(w):
                 E[s, j] = rh * G[s, j] * d[s, j]
-        matmul(E, WrT[layer], G, S, True)
+        matmul_wide(E, WrT[layer], G, S, True, ws[10])
 
 
-@njit(**JIT)
+@njit(**KERNEL)
 def grad(net, t, act, rh, U, S, ws, val, gu):
     """Scalar trunk: output ``val: (S,)`` and input gradient ``gu: (S, d)``."""
-    forward(net, t, act, rh, U, S, ws, True, False)
+    forward(net, t, act, rh, U, S, ws)
     _scalar_out(net, t, S, ws, val)
     _backward_to_first(net, t, rh, S, ws)
     G, E, D1 = ws[4], ws[5], ws[2]
@@ -124,7 +163,7 @@ def grad(net, t, act, rh, U, S, ws, val, gu):
     matmul(E, net[2][t], gu, S, False)
 
 
-@njit(**JIT)
+@njit(inline="always", **KERNEL)
 def _tangents(net, t, rh, S, ws):
     """After `forward`: ∂z_l/∂u into ``JZ[l]`` and ∂a_L/∂u into ``JA``, ``d`` rows per sample."""
     D1, JA, JZ = ws[2], ws[6], ws[7]
@@ -139,7 +178,7 @@ def _tangents(net, t, rh, S, ws):
     R = S * d
     for layer in range(Wr.shape[0]):
         jz = JZ[layer + 1]
-        matmul(JA, Wr[layer], jz, R, False)
+        matmul_wide(JA, Wr[layer], jz, R, False, ws[10])
         dl = D1[layer + 1]
         for s in range(S):
             for c in range(d):
@@ -148,7 +187,7 @@ def _tangents(net, t, rh, S, ws):
                     JA[r, j] += rh * dl[s, j] * jz[r, j]
 
 
-@njit(**JIT)
+@njit(inline="always", **KERNEL)
 def _curvature(jz, m, s, d, HT, H):
     """``H += jzᵀ diag(m) jz`` for sample ``s``'s ``d`` tangent rows of ``jz``."""
     w = HT.shape[0]
@@ -166,10 +205,10 @@ def _curvature(jz, m, s, d, HT, H):
                 h[c2] += a * ht[c2]
 
 
-@njit(**JIT)
+@njit(**KERNEL)
 def grad_hessian(net, t, act, rh, U, S, ws, val, gu, hess):
     """Scalar trunk: output, gradient ``(S, d)`` and Hessian ``(S, d, d)`` in one sweep."""
-    forward(net, t, act, rh, U, S, ws, True, True)
+    forward(net, t, act, rh, U, S, ws)
     _scalar_out(net, t, S, ws, val)
     _tangents(net, t, rh, S, ws)
     D1, D2, G, E, JZ, HT = ws[2], ws[3], ws[4], ws[5], ws[7], ws[8]
@@ -192,21 +231,21 @@ def grad_hessian(net, t, act, rh, U, S, ws, val, gu, hess):
             for j in range(w):
                 E[s, j] = mu * G[s, j] * D1[layer][s, j]
         if layer > 0:
-            matmul(E, WrT[layer - 1], G, S, True)
+            matmul_wide(E, WrT[layer - 1], G, S, True, ws[10])
     matmul(E, net[2][t], gu, S, False)
 
 
-@njit(**JIT)
+@njit(**KERNEL)
 def vector(net, t, act, rh, U, S, ws, F):
     """Vector trunk output ``F: (S, m)``."""
-    forward(net, t, act, rh, U, S, ws, False, False)
+    forward(net, t, act, rh, U, S, ws)
     outputs(net, t, S, ws, F)
 
 
-@njit(**JIT)
+@njit(**KERNEL)
 def vector_jacobian(net, t, act, rh, U, S, ws, F, jac):
     """Vector trunk output ``F: (S, m)`` and ``jac[s, o, c] = ∂F_o/∂u_c``: ``(S, m, d)``."""
-    forward(net, t, act, rh, U, S, ws, True, False)
+    forward(net, t, act, rh, U, S, ws)
     outputs(net, t, S, ws, F)
     _tangents(net, t, rh, S, ws)
     JF = ws[9]

@@ -8,9 +8,13 @@ The last test deletes the model; keep it last.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
+import re
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 from api_helpers import TestClient, assert_problem, make_settings, tiny_training
 
@@ -122,6 +126,38 @@ def test_predict_variable_times_and_integrator_override(env: Any) -> None:
     out = r.json()
     assert out["times"] == times and out["integrator"] == "rk4"
     assert len(out["trajectories"]) == 2 and all(len(t["q"]) == 5 and t["H_true"] for t in out["trajectories"])
+
+
+@pytest.mark.parametrize("accept", ["application/vnd.hinn.npz", "text/html, application/x-npy;q=0.9"])
+def test_predict_npz_response_carries_the_json_numbers(env: Any, accept: str) -> None:
+    body = predict_body(initial_conditions=[{"q": [1.0], "p": [0.0]}, {"q": [0.2], "p": [0.5]}])
+    ref = env.client.post(path(env, "predict"), json=body).json()
+    r = env.client.post(path(env, "predict"), json=body, headers={"Accept": accept})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.hinn.npz"
+    assert r.headers["vary"] == "Accept"
+    arrays = np.load(io.BytesIO(r.content), allow_pickle=False)
+    assert json.loads(str(arrays["model"])) == ref["model"] and str(arrays["integrator"]) == ref["integrator"]
+    np.testing.assert_array_equal(arrays["times"], ref["times"])
+    for key in ("q", "p", "H", "H_true"):
+        assert arrays[key].dtype == np.float64
+        np.testing.assert_array_equal(arrays[key], [t[key] for t in ref["trajectories"]])
+    half = env.client.post(path(env, "predict"), json=body, headers={"Accept": "application/x-npy; dtype=float32"})
+    small = np.load(io.BytesIO(half.content), allow_pickle=False)
+    assert small["q"].dtype == np.float32 and len(half.content) < len(r.content)
+    np.testing.assert_allclose(small["q"], arrays["q"], rtol=1e-6)
+
+
+def test_predict_reports_server_timing_and_metrics(env: Any) -> None:
+    def state_steps() -> float:
+        text = env.client.get("/metrics").text
+        return float(re.search(r"^hinn_predict_state_steps_total (\S+)$", text, re.M).group(1))
+
+    before = state_steps()
+    r = env.client.post(path(env, "predict"), json=predict_body(initial_conditions=[{"q": [1.0], "p": [0.0]}] * 3))
+    assert r.status_code == 200
+    timing = dict(re.findall(r"(\w+);dur=([0-9.]+)", r.headers["server-timing"]))
+    assert set(timing) == {"rollout", "encode"} and float(timing["rollout"]) > 0
+    assert state_steps() - before == 3 * 20  # 3 initial conditions × 20 steps
 
 
 def test_plots_are_png(env: Any) -> None:

@@ -9,6 +9,7 @@ MockTransport.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import socket
 import threading
@@ -23,7 +24,7 @@ import uvicorn
 
 from app.main import create_app
 from app.settings import Settings
-from hinn_client import Client, HinnAPIError, HinnError, JobFailed
+from hinn_client import Client, HinnAPIError, HinnError, JobFailed, Prediction
 from hinn_core import model_from_bytes
 
 README_EXAMPLE = """\
@@ -229,3 +230,26 @@ def test_prediction_arrays_from_the_wire_format() -> None:
         pred = client.predict({"id": "m"}, q0=[1.0], p0=[0.0], times=np.array([0.0, 0.1]))
     assert sent[0] == {"model": "m", "times": [0.0, 0.1], "initial_conditions": [{"q": [1.0], "p": [0.0]}]}
     assert pred.q.shape == (1, 2, 1) and pred.H is not None and pred.H.shape == (1, 2) and pred.H_true is None
+
+
+def test_prediction_is_requested_as_npz_and_read_without_pickles() -> None:
+    q = np.array([[[1.0], [0.9]]])
+    buf = io.BytesIO()
+    np.savez(buf, times=np.array([0.0, 0.1]), q=q, p=-q, H=np.array([[0.5, 0.5]]),
+             model=np.array(json.dumps({"id": "m", "name": "n", "version": 2})), integrator=np.array("rk4"))
+    accepts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        accepts.append(request.headers["accept"])
+        return httpx.Response(200, content=buf.getvalue(), headers={"content-type": "application/vnd.hinn.npz"})
+
+    with _mock(handler) as client:
+        pred = client.predict("m", q0=[1.0], p0=[0.0], t_end=0.1, dt=0.1)
+    assert accepts[0].startswith("application/vnd.hinn.npz")
+    assert pred.model["version"] == 2 and pred.integrator == "rk4" and pred.H_true is None
+    np.testing.assert_array_equal(pred.q, q)
+    np.testing.assert_array_equal(pred.p, -q)
+    evil = io.BytesIO()
+    np.savez(evil, times=np.array([0.0]), q=np.array([object()], dtype=object))
+    with pytest.raises(ValueError, match="pickle"):
+        Prediction.from_npz(evil.getvalue())

@@ -19,7 +19,7 @@ from hinn_core import (
     train,
 )
 from hinn_core.networks import HamiltonianNet
-from hinn_core.training import make_windows
+from hinn_core.training import make_windows, resolve_dtype
 
 FAST = {"epochs": 3, "lbfgs_iterations": 0}
 
@@ -155,6 +155,15 @@ def test_bad_model_options_name_the_field(kwargs, field) -> None:
 def test_cuda_without_a_gpu_is_a_clear_error(spring_data) -> None:
     with pytest.raises(ConfigError, match="no GPU"):
         train(spring_data, ModelSpec(dof=1), TrainConfig(device="cuda", **FAST))
+
+
+def test_auto_dtype_is_float32_on_cuda_and_float64_elsewhere(spring_data) -> None:
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float64
+    assert resolve_dtype("float64", torch.device("cuda")) == torch.float64
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
+    result = train(spring_data, ModelSpec(dof=1, width=8), TrainConfig(device="cpu", **FAST))
+    assert result.model.dtype == torch.float64
 
 
 def test_model_dof_must_match_the_data(spring_data) -> None:
