@@ -11,7 +11,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HINN_DATABASE_URL=sqlite:////data/hinn.db \
-    MPLCONFIGDIR=/tmp/matplotlib
+    MPLCONFIGDIR=/tmp/matplotlib \
+    NUMBA_CACHE_DIR=/var/cache/hinn-numba
 
 RUN useradd --create-home --uid 10001 hinn && mkdir -p /data && chown hinn:hinn /data
 
@@ -22,6 +23,9 @@ COPY pyproject.toml README.md ./
 COPY hinn_core ./hinn_core
 COPY app ./app
 RUN pip install . && hinn --help > /dev/null
+# compile the prediction kernels into numba's cache now (~45 s) rather than on the first /predict;
+# the cache directory must stay writable for numba to use it
+RUN python -m hinn_core.fastpath && chown -R hinn:hinn /var/cache/hinn-numba
 
 USER hinn
 VOLUME ["/data"]

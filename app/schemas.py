@@ -290,6 +290,9 @@ class Ready(BaseModel):
     database: str
     revision: str | None
     head: str | None = None
+    fast_path: Literal["ready", "warming", "cold", "unavailable"] = Field(
+        "cold", description="the compiled prediction kernels: 'warming' while `hinn serve` compiles or loads them "
+        "(predictions meanwhile take the slower torch path), 'cold' before first use")
 
 
 # -- Swagger UI examples (one walk-through: dataset → train → predict) ---------------------------------

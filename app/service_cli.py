@@ -40,6 +40,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # competing intra-op threads slow batch-1 rollouts 2.5-5x on a busy machine; the compiled
     # kernel threads large batches itself, and training runs in a separate process
     torch.set_num_threads(settings.api_torch_threads)
+    from hinn_core import fastpath
+
+    if fastpath.available():  # compile/load the prediction kernels without holding up start-up
+        fastpath.warm_in_background()
     configure_logging(settings.log_level)  # JSON lines with request ids (HINN_LOG_LEVEL)
     logging.getLogger("hinn.serve").info("serving %s with %d worker(s) — Swagger UI at http://%s:%d/docs",
                                          settings.database_url, settings.workers, args.host, args.port)

@@ -141,7 +141,9 @@ def predict(
     if isinstance(integrator, str):
         integrator = get_integrator(integrator)
     fast = _fastpath() if engine != "torch" else None
-    if fast is not None and fast.supports(model, integrator):
+    # "auto" does not wait for a background warm-up (`hinn serve` starts one): torch meanwhile
+    waiting = engine == "auto" and fast is not None and fast.is_warming()
+    if fast is not None and not waiting and fast.supports(model, integrator):
         q_f, p_f, H_f = fast.rollout(model, q_np, p_np, np.diff(times), integrator)
         q_out, p_out = q_f.astype(np.float64, copy=False), p_f.astype(np.float64, copy=False)
         H_out = H_f.astype(np.float64, copy=False) if H_f is not None else None

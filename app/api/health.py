@@ -35,4 +35,12 @@ def ready(request: Request, db: DbDep) -> Ready | JSONResponse:
     if revision != head:
         return problem(503, f"the schema is at {revision or 'no revision'}, not at {head}; run 'hinn db upgrade'",
                        instance=path, field="revision", title="Service not ready")
-    return Ready(status="ready", database="ok", revision=revision, head=head)
+    return Ready(status="ready", database="ok", revision=revision, head=head, fast_path=fast_path_state())
+
+
+def fast_path_state() -> str:
+    from hinn_core import fastpath
+
+    if not fastpath.available():
+        return "unavailable"
+    return "ready" if fastpath.is_warm() else "warming" if fastpath.is_warming() else "cold"

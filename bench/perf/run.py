@@ -360,6 +360,10 @@ def bench_http(quick: bool) -> list[dict[str, Any]]:
                 except httpx.TransportError:
                     pass
                 time.sleep(0.2)
+            for _ in range(600):  # the server compiles/loads its kernels in the background at start
+                if c.get("/ready").json().get("fast_path") in ("ready", "unavailable"):
+                    break
+                time.sleep(0.5)
             ds = c.post("/datasets", json={"name": "perf", "system": "spring", "n_trajectories": 8, "t_end": 2.0,
                                            "dt": 0.1}).json()
             job = c.post("/train", json={"name": "perf-model", "dataset_id": ds["id"],
@@ -506,6 +510,9 @@ def render(r: dict[str, Any]) -> str:
                        f"| {x['requests']} | {_f(x['p50_ms'], 1)} | {_f(x['p99_ms'], 1)} "
                        f"| {_f(x['rollout_p50_ms'], 1)} | {100 * x['outside_share']:.0f}% "
                        f"| {_f(x['response_mb'], 3)} |")
+    notes = Path(__file__).with_name("notes.md")
+    if notes.is_file():
+        out += ["", notes.read_text().rstrip()]
     return "\n".join(out) + "\n"
 
 

@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     _k = None
     ACT_CODES = {}
 
-__all__ = ["Packed", "available", "pack", "rollout", "supports"]
+__all__ = ["Packed", "available", "is_warm", "is_warming", "pack", "rollout", "supports", "warm",
+           "warm_in_background"]
 
 
 def _drop_stale_cache() -> None:
@@ -62,6 +63,7 @@ if _k is not None:
 
 _INTEGRATOR_CODES = {"euler": 0, "symplectic_euler": 1, "leapfrog": 2, "implicit_midpoint": 3, "rk4": 4}
 _ARCH_CODES = {HamiltonianNet: 0, SeparableHamiltonianNet: 1, VectorFieldNet: 2}
+_ARCH_NAMES = ("hinn", "hinn-separable", "mlp")  # one architecture per field class above
 #: rollouts with at least this many initial conditions spread their blocks over `THREADS` threads
 PARALLEL_MIN_BATCH = int(os.environ.get("HINN_FASTPATH_PARALLEL_MIN", "512"))
 THREADS = max(1, int(os.environ.get("HINN_FASTPATH_THREADS", len(os.sched_getaffinity(0)))))
@@ -80,6 +82,51 @@ def _pool() -> ThreadPoolExecutor:
 def available() -> bool:
     """numba imported and the kernels are importable."""
     return _k is not None
+
+
+# Compiling the kernels takes ~45 s on 2 cores; numba caches them on disk (`cache=True`: beside
+# the sources, or under NUMBA_CACHE_DIR), after which loading takes under a second. `warm` does
+# it for every architecture and dtype; `hinn serve` runs it in the background at start, and
+# `predict(engine="auto")` takes the torch path rather than wait while that is under way.
+_WARM = threading.Event()
+_WARMING = threading.Event()
+_WARM_LOCK = threading.Lock()
+
+
+def is_warm() -> bool:
+    """The kernels are compiled (or loaded from the disk cache) in this process."""
+    return _WARM.is_set()
+
+
+def is_warming() -> bool:
+    """A `warm_in_background` thread is compiling the kernels right now."""
+    return _WARMING.is_set() and not _WARM.is_set()
+
+
+def warm() -> float:
+    """Compile or load the kernels for every architecture in float64 and float32; seconds taken."""
+    import time
+
+    from hinn_core.models import DynamicsModel, ModelSpec
+
+    started = time.perf_counter()
+    with _WARM_LOCK:
+        if not _WARM.is_set() and _k is not None:
+            h = np.full(2, 0.1)
+            for arch in _ARCH_NAMES:
+                for dtype in (torch.float64, torch.float32):
+                    model = DynamicsModel(ModelSpec(architecture=arch, dof=1, width=2, depth=1)).to(dtype)
+                    rollout(model, np.zeros((1, 1)), np.zeros((1, 1)), h)
+            _WARM.set()
+    return time.perf_counter() - started
+
+
+def warm_in_background() -> threading.Thread:
+    """Start `warm` in a daemon thread (a no-op thread once warm)."""
+    _WARMING.set()
+    thread = threading.Thread(target=warm, name="hinn-fastpath-warm", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,18 @@ def test_probes(client: TestClient) -> None:
     assert ready["status"] == "ready" and ready["database"] == "ok" and ready["revision"] == migrate.head_revision()
 
 
+def test_ready_reports_the_fast_path(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hinn_core import fastpath
+
+    monkeypatch.setattr(fastpath, "is_warm", lambda: False)
+    monkeypatch.setattr(fastpath, "is_warming", lambda: True)
+    assert client.get(url(client, "ready")).json()["fast_path"] == "warming"
+    monkeypatch.setattr(fastpath, "is_warm", lambda: True)
+    assert client.get(url(client, "ready")).json()["fast_path"] == "ready"
+    monkeypatch.setattr(fastpath, "available", lambda: False)
+    assert client.get(url(client, "ready")).json()["fast_path"] == "unavailable"
+
+
 def test_ready_is_503_when_the_schema_is_behind(client: TestClient) -> None:
     migrate.downgrade(client.app.state.db.engine, "base")  # type: ignore[attr-defined]
     body = assert_problem(client.get(url(client, "ready")), 503, "revision")

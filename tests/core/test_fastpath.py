@@ -247,3 +247,19 @@ def test_value_and_grad_adjoint_handles_one_unused_output_and_refuses_double_bac
     with torch.no_grad():  # no graph: the plain sweep, same numbers
         out_ng, g_ng = trunk.value_and_grad(u)
     assert (g_ng - g.detach()).abs().max() == 0 and not g_ng.requires_grad
+
+
+def test_warm_compiles_every_architecture_and_auto_does_not_wait_for_a_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fastpath.warm() >= 0.0 and fastpath.is_warm() and not fastpath.is_warming()
+    model = _model("hinn")
+    times, q0, p0 = np.linspace(0.0, 0.5, 6), [0.2, 0.1], [0.0, 0.3]
+    ref = predict(model, q0, p0, times, engine="torch")
+    monkeypatch.setattr(fastpath, "is_warming", lambda: True)  # as while `hinn serve` compiles at start
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("auto waited for the compiled kernel during a warm-up")
+
+    monkeypatch.setattr(fastpath, "rollout", must_not_run)
+    np.testing.assert_array_equal(predict(model, q0, p0, times).q, ref.q)  # auto → torch meanwhile
+    with pytest.raises(AssertionError, match="warm-up"):
+        predict(model, q0, p0, times, engine="numba")  # an explicit request still takes the kernel

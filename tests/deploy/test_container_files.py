@@ -49,6 +49,11 @@ def test_dockerfile_is_slim_non_root_and_cpu_by_default() -> None:
     assert "${TORCH_INDEX_URL}" in runs and "pip install ." in runs
     # torch is installed before the project, so the project's torch>=2.2 never pulls another build
     assert runs.index("torch==") < runs.index("pip install .")
+    # the prediction kernels are compiled at build time into a cache the runtime user can write
+    assert runs.index("pip install .") < runs.index("python -m hinn_core.fastpath")
+    envs = " ".join(rest for word, rest in instr if word == "ENV")
+    cache = re.search(r"NUMBA_CACHE_DIR=(\S+)", envs)
+    assert cache and f"chown -R hinn:hinn {cache.group(1)}" in runs
 
 
 def test_dockerfile_copies_existing_paths_and_runs_a_real_command() -> None:
