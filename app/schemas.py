@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, Tag
 
 from hinn_core import ARCHITECTURES, INTEGRATORS, SYSTEMS, TrainConfig
 from hinn_core.networks import ACTIVATIONS
@@ -34,7 +34,13 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
-UTCDateTime = Annotated[datetime, AfterValidator(_utc)]
+def _iso(value: datetime) -> str:
+    """One fixed width, ``2026-11-28T01:15:05.300000Z``: pydantic's default drops a zero fraction,
+    and such strings would not sort like the times they name."""
+    return _utc(value).astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(_iso, return_type=str, when_used="json")]
 
 
 class RequestModel(BaseModel):

@@ -52,7 +52,7 @@ class ModelSpec:
 
     architecture: str = "hinn"
     dof: int = 1
-    width: int = 64
+    width: int = 32  # the CLI and API default too
     depth: int = 2
     activation: str = "tanh"
     resnet_step: float = 0.5

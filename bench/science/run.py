@@ -13,6 +13,7 @@ HNN and mlp, continuous-time fields, with RK4 at a quarter of it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -89,7 +90,8 @@ def hnn_config(task: Task, quick: bool) -> TrainConfig:
                        weight_decay=wd, lbfgs_iterations=0, val_fraction=0.0, patience=0)
 
 
-def run_task(task: Task, seed: int, quick: bool, methods: list[str], log: Any) -> dict[str, Any]:
+def run_task(task: Task, seed: int, quick: bool, methods: list[str], log: Any,
+             hinn_spec: dict[str, Any] | None = None, hinn_train: dict[str, Any] | None = None) -> dict[str, Any]:
     from hinn_core.training import make_windows
 
     torch.manual_seed(seed)
@@ -99,8 +101,10 @@ def run_task(task: Task, seed: int, quick: bool, methods: list[str], log: Any) -
     for method in methods:
         t0 = time.perf_counter()
         if method == "hinn":
-            spec = ModelSpec(dof=task.system.dof)
+            spec = ModelSpec(dof=task.system.dof, **(hinn_spec or {}))
             cfg = hinn_config(task, len(make_windows(train_set, TrainConfig().rollout_steps)), quick)
+            if hinn_train:
+                cfg = dataclasses.replace(cfg, **hinn_train)
             model = train(train_set, spec, cfg).model
             step, integrator = dt, None
         elif method == "hnn":
@@ -199,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--quick", action="store_true", help="spring only, small budgets (CI smoke test)")
     parser.add_argument("--methods", nargs="+", default=["hinn", "hnn", "mlp"])
+    parser.add_argument("--hinn-spec", default="{}", help='JSON ModelSpec overrides for hinn, e.g. '
+                        '\'{"architecture": "hinn-separable", "width": 16}\' (default: the service defaults)')
+    parser.add_argument("--hinn-train", default="{}", help="JSON TrainConfig overrides for hinn")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     parser.add_argument("--json", type=Path, default=None, help="write the summary rows as JSON here")
     args = parser.parse_args(argv)
@@ -208,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for name in names:
         for seed in args.seeds:
-            results.append(run_task(tasks[name], seed, args.quick, args.methods, sys.stdout))
+            results.append(run_task(tasks[name], seed, args.quick, args.methods, sys.stdout,
+                                    json.loads(args.hinn_spec), json.loads(args.hinn_train)))
     rows = summarise(results)
     text = table(rows)
     print(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,5 +54,5 @@ def tiny_training(**overrides: Any) -> dict[str, Any]:
 
 def newest_first(items: list[dict[str, Any]]) -> bool:
     """Listed in the API's order: (created_at, id) descending (ids break ties within a clock tick)."""
-    keys = [(item["created_at"], item["id"]) for item in items]
+    keys = [(datetime.fromisoformat(item["created_at"]), item["id"]) for item in items]
     return keys == sorted(keys, reverse=True)

@@ -140,3 +140,18 @@ def test_every_route_has_a_name(client: TestClient) -> None:
 ])
 def test_field_names_from_validation_locations(loc: tuple[object, ...], field: str) -> None:
     assert field_from_loc(loc) == field
+
+
+def test_times_have_one_fixed_width_format() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from app.schemas import DatasetPublic
+
+    whole = datetime(2026, 11, 28, 1, 15, 5, tzinfo=timezone.utc)  # a zero fraction must not be dropped
+    fields = dict.fromkeys(DatasetPublic.model_fields)
+    stamps = []
+    for t in (whole, whole + timedelta(milliseconds=300), whole.replace(tzinfo=None)):
+        ds = DatasetPublic.model_construct(**{**fields, "created_at": t})
+        stamps.append(DatasetPublic.__pydantic_serializer__.to_python(ds, mode="json")["created_at"])
+    assert stamps == ["2026-11-28T01:15:05.000000Z", "2026-11-28T01:15:05.300000Z", "2026-11-28T01:15:05.000000Z"]
+    assert stamps[0] < stamps[1]
