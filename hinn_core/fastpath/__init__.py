@@ -14,6 +14,7 @@ a built-in integrator); `rollout` raises the same `IntegrationError` messages as
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,7 @@ def _drop_stale_cache() -> None:
     kernels (they are recompiled on first use). Best effort: an unusual cache location keeps
     numba's own per-file check."""
     try:
-        digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("_*.py"))))
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(__file__).parent.glob("_[!_]*.py"))))
         cache = Path(_k.rollout._cache._cache_path)
         marker = cache / "hinn-kernels.stamp"
         if marker.is_file() and marker.read_text() == digest.hexdigest():
@@ -91,6 +92,7 @@ def available() -> bool:
 _WARM = threading.Event()
 _WARMING = threading.Event()
 _WARM_LOCK = threading.Lock()
+_FAILED: list[str] = []  # why a background warm-up failed: then the torch path serves everything
 
 
 def is_warm() -> bool:
@@ -121,10 +123,22 @@ def warm() -> float:
     return time.perf_counter() - started
 
 
+def _warm_or_give_up() -> None:
+    try:
+        warm()
+    except Exception as exc:  # noqa: BLE001 - a broken JIT must not take predictions down with it
+        _FAILED.append(f"{type(exc).__name__}: {exc}")
+        logging.getLogger("hinn.fastpath").warning("compiling the prediction kernels failed (%s); "
+                                                   "predictions use the torch path", _FAILED[-1])
+    finally:
+        _WARMING.clear()
+
+
 def warm_in_background() -> threading.Thread:
-    """Start `warm` in a daemon thread (a no-op thread once warm)."""
+    """Start `warm` in a daemon thread (a no-op thread once warm). Should it fail, the reason is
+    logged and `supports` answers False from then on: predictions keep working on torch."""
     _WARMING.set()
-    thread = threading.Thread(target=warm, name="hinn-fastpath-warm", daemon=True)
+    thread = threading.Thread(target=_warm_or_give_up, name="hinn-fastpath-warm", daemon=True)
     thread.start()
     return thread
 
@@ -151,7 +165,7 @@ def _integrator_name(integrator: str | Integrator) -> str | None:
 
 def supports(model: Any, integrator: str | Integrator | None = None) -> bool:
     """True when `rollout` can run ``model`` with ``integrator`` (default: the model's own)."""
-    if _k is None:
+    if _k is None or _FAILED:
         return False
     field = getattr(model, "field", None)
     if type(field) not in _ARCH_CODES or model.device.type != "cpu":

@@ -263,3 +263,19 @@ def test_warm_compiles_every_architecture_and_auto_does_not_wait_for_a_warm_up(m
     np.testing.assert_array_equal(predict(model, q0, p0, times).q, ref.q)  # auto → torch meanwhile
     with pytest.raises(AssertionError, match="warm-up"):
         predict(model, q0, p0, times, engine="numba")  # an explicit request still takes the kernel
+
+
+def test_a_failed_background_warm_up_leaves_predictions_on_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model("hinn")
+    times, q0, p0 = np.linspace(0.0, 0.5, 6), [0.2, 0.1], [0.0, 0.3]
+    ref = predict(model, q0, p0, times, engine="torch")
+
+    def broken() -> float:
+        raise RuntimeError("LLVM exploded")
+
+    monkeypatch.setattr(fastpath, "warm", broken)
+    monkeypatch.setattr(fastpath, "_FAILED", [])
+    fastpath.warm_in_background().join(timeout=30)
+    assert fastpath._FAILED == ["RuntimeError: LLVM exploded"] and not fastpath.is_warming()
+    assert not fastpath.supports(model)
+    np.testing.assert_array_equal(predict(model, q0, p0, times).q, ref.q)
