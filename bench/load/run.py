@@ -18,12 +18,8 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -34,6 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.serve import hinn_serve
 from hinn_client import Client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,12 +42,6 @@ TRAIN = {"model": {"architecture": "hinn-separable", "width": 16}, "integrator":
          "training": {"epochs": 60, "lbfgs_iterations": 0}}
 MAX_REQUESTS_PER_LEVEL = 200_000  # a hard bound on top of the time bound
 FAULTS_AND_INPUTS = Path(__file__).with_name("faults_and_inputs.md")  # the suites' faults and inputs, by hand
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:
@@ -143,89 +134,64 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(x) for x in args.levels.split(",")]
     command = "python -m bench.load.run " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    tmp = Path(tempfile.mkdtemp(prefix="hinn-load-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HINN_DEVICE": "cpu", "HINN_POLL_SECONDS": "0.2"}
-    log = open(tmp / "serve.log", "w")  # noqa: SIM115 - closed below
-    # its own session: a Ctrl-C meant for this script must not reach the server's training child first
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1",
-                               "--database-url", f"sqlite:///{tmp}/load.db"], stdout=log, stderr=subprocess.STDOUT,
-                              env=env, cwd=ROOT, start_new_session=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below: stop the server
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: stop the server on the way out
     samples: list[tuple[float, float, float, str]] = []  # (t, api RSS, children RSS, phase)
     results: dict[str, Any] = {"load_average_start": os.getloadavg()}
     phase = ["setup"]
     stop = threading.Event()
     t_start = time.monotonic()
+    with hinn_serve("load") as server:
+        url = server.url
 
-    def sample() -> None:
-        while not stop.is_set():
-            kids = sum(rss_mib(c) for c in children(server.pid))
-            samples.append((time.monotonic() - t_start, rss_mib(server.pid), kids, phase[0]))
-            stop.wait(1.0)
+        def sample() -> None:
+            while not stop.is_set():
+                kids = sum(rss_mib(c) for c in children(server.proc.pid))
+                samples.append((time.monotonic() - t_start, rss_mib(server.proc.pid), kids, phase[0]))
+                stop.wait(1.0)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        sampler.start()
-        with Client(url, timeout=60) as hinn:
-            data = hinn.create_dataset("load-data", system="spring", n_trajectories=20, t_end=3.0, dt=0.1)
-            t0 = time.monotonic()
-            model_job = hinn.wait(hinn.train("load-model", dataset_id=data["id"], **TRAIN), progress=False,
-                                  timeout=300)
-            results["setup_training_s"] = time.monotonic() - t0
-            results["model_metrics"] = hinn.model(model_job["model_id"])["metrics"]
-            level_results = []
-            job_ids: list[str] = []
-            for n in levels:
-                job_ids += [hinn.train(f"bg-{n}-{i}", dataset_id=data["id"], **TRAIN)["id"]
-                            for i in range(args.jobs_per_level)]
-                phase[0] = f"{n} clients"
-                level = Level(n, args.seconds)
-                run_level(url, level)
-                level_results.append(level.summary())
-                print(json.dumps(level_results[-1]), flush=True)
-            phase[0] = "drain"
-            drain_until = time.monotonic() + args.drain_seconds
-            while time.monotonic() < drain_until and any(
-                    hinn.job(j)["status"] in ("queued", "running") for j in job_ids):
-                time.sleep(1.0)
-            finished = [hinn.job(j) for j in job_ids]
-            phase[0] = "idle after the load"
-            time.sleep(args.idle_seconds)
-            results["background_jobs"] = {"count": len(finished),
-                                          "succeeded": sum(j["status"] == "succeeded" for j in finished),
-                                          "unfinished": sum(j["status"] in ("queued", "running") for j in finished),
-                                          "epochs_each": TRAIN["training"]["epochs"]}
-        scrape = httpx.get(f"{url}/metrics", timeout=10).text
-        results["levels"] = level_results
-        results["server_metrics"] = {
-            "predict_state_steps_total": metric(scrape, "hinn_predict_state_steps_total"),
-            "predict_seconds_total": metric(scrape, "hinn_predict_seconds_total"),
-            "http_5xx": sum(float(v) for v in re.findall(r'^hinn_http_requests_total\{.*status="5\d\d"\} (\S+)$',
-                                                         scrape, re.M)),
-            "jobs_succeeded": metric(scrape, "hinn_jobs", '{status="succeeded"}'),
-            "jobs_failed": metric(scrape, "hinn_jobs", '{status="failed"}'),
-        }
-    finally:
-        stop.set()
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-        log.close()
-        if server.returncode not in (0, -signal.SIGTERM):
-            print((tmp / "serve.log").read_text()[-4000:], file=sys.stderr)
-        shutil.rmtree(tmp, ignore_errors=True)
+        threading.Thread(target=sample, daemon=True).start()
+        try:
+            with Client(url, timeout=60) as hinn:
+                data = hinn.create_dataset("load-data", system="spring", n_trajectories=20, t_end=3.0, dt=0.1)
+                t0 = time.monotonic()
+                model_job = hinn.wait(hinn.train("load-model", dataset_id=data["id"], **TRAIN), progress=False,
+                                      timeout=300)
+                results["setup_training_s"] = time.monotonic() - t0
+                results["model_metrics"] = hinn.model(model_job["model_id"])["metrics"]
+                level_results = []
+                job_ids: list[str] = []
+                for n in levels:
+                    job_ids += [hinn.train(f"bg-{n}-{i}", dataset_id=data["id"], **TRAIN)["id"]
+                                for i in range(args.jobs_per_level)]
+                    phase[0] = f"{n} clients"
+                    level = Level(n, args.seconds)
+                    run_level(url, level)
+                    level_results.append(level.summary())
+                    print(json.dumps(level_results[-1]), flush=True)
+                phase[0] = "drain"
+                drain_until = time.monotonic() + args.drain_seconds
+                while time.monotonic() < drain_until and any(
+                        hinn.job(j)["status"] in ("queued", "running") for j in job_ids):
+                    time.sleep(1.0)
+                finished = [hinn.job(j) for j in job_ids]
+                phase[0] = "idle after the load"
+                time.sleep(args.idle_seconds)
+                results["background_jobs"] = {"count": len(finished),
+                                              "succeeded": sum(j["status"] == "succeeded" for j in finished),
+                                              "unfinished": sum(j["status"] in ("queued", "running") for j in finished),
+                                              "epochs_each": TRAIN["training"]["epochs"]}
+            scrape = httpx.get(f"{url}/metrics", timeout=10).text
+            results["levels"] = level_results
+            results["server_metrics"] = {
+                "predict_state_steps_total": metric(scrape, "hinn_predict_state_steps_total"),
+                "predict_seconds_total": metric(scrape, "hinn_predict_seconds_total"),
+                "http_5xx": sum(float(v) for v in re.findall(r'^hinn_http_requests_total\{.*status="5\d\d"\} (\S+)$',
+                                                             scrape, re.M)),
+                "jobs_succeeded": metric(scrape, "hinn_jobs", '{status="succeeded"}'),
+                "jobs_failed": metric(scrape, "hinn_jobs", '{status="failed"}'),
+            }
+        finally:
+            stop.set()
     results["rss"] = samples
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     results["load_average_end"] = os.getloadavg()

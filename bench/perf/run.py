@@ -29,11 +29,7 @@ import copy
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -46,6 +42,7 @@ import scipy
 import torch
 from scipy.integrate import solve_ivp
 
+from bench.serve import hinn_serve
 from hinn_core import fastpath
 from hinn_core.data import generate_dataset
 from hinn_core.dynamics import HamiltonianDynamics
@@ -334,84 +331,55 @@ def bench_hessian(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_http(quick: bool) -> list[dict[str, Any]]:
     """``hinn serve`` on loopback with a trained d2w32 hinn model; sequential requests, one client."""
-    tmp = Path(tempfile.mkdtemp(prefix="hinn-perf-"))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HINN_DEVICE": "cpu", "HINN_POLL_SECONDS": "0.2", "HINN_LOG_LEVEL": "WARNING"}
-    log = open(tmp / "serve.log", "w")  # noqa: SIM115 - closed below
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1",
-                               "--database-url", f"sqlite:///{tmp}/perf.db"], stdout=log, stderr=subprocess.STDOUT,
-                              env=env, cwd=ROOT, start_new_session=True)
     rows = []
-    try:
-        with httpx.Client(base_url=url, timeout=120) as c:
-            for _ in range(300):
-                try:
-                    if c.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            for _ in range(600):  # the server compiles/loads its kernels in the background at start
-                if c.get("/ready").json().get("fast_path") in ("ready", "unavailable"):
-                    break
-                time.sleep(0.5)
-            ds = c.post("/datasets", json={"name": "perf", "system": "spring", "n_trajectories": 8, "t_end": 2.0,
-                                           "dt": 0.1}).json()
-            job = c.post("/train", json={"name": "perf-model", "dataset_id": ds["id"],
-                                         "model": {"architecture": "hinn", "width": 32, "depth": 2},
-                                         "training": {"epochs": 2, "lbfgs_iterations": 0}}).json()
-            for _ in range(600):
-                job = c.get(f"/jobs/{job['id']}").json()
-                if job["status"] not in ("queued", "running"):
-                    break
-                time.sleep(0.5)
-            assert job["status"] == "succeeded", job
-            cases = [(1, 60 if quick else 300), (1024, 2 if quick else 10)]
-            for n_ic, n_req in cases:
-                q0, p0 = initial_states(n_ic, "d2w32")
-                ics = [{"q": q.tolist(), "p": p.tolist()} for q, p in zip(q0, p0, strict=True)]
-                for integ in ("implicit_midpoint", "leapfrog"):
-                    for fmt, accept in (("json", "application/json"), ("npz", "application/vnd.hinn.npz")):
-                        body = {"model": "perf-model", "initial_conditions": [{"q": ic["q"], "p": ic["p"]}
-                                                                             for ic in ics],
-                                "t_end": STEPS * DT, "dt": DT, "integrator": integ}
-                        totals, rollouts, sizes = [], [], []
-                        for i in range(n_req + 2):
-                            t = time.perf_counter()
-                            r = c.post("/predict", json=body, headers={"Accept": accept})
-                            total = time.perf_counter() - t
-                            r.raise_for_status()
-                            if i < 2:
-                                continue  # warm-up: model load, kernel compile
-                            timing = dict(x.split(";dur=") for x in r.headers["server-timing"].split(", "))
-                            totals.append(total)
-                            rollouts.append(float(timing["rollout"]) / 1e3)
-                            sizes.append(len(r.content))
-                        tot = np.array(totals)
-                        row = {"initial_conditions": n_ic, "steps": STEPS, "integrator": integ, "format": fmt,
-                               "requests": n_req, "p50_ms": 1e3 * float(np.percentile(tot, 50)),
-                               "p99_ms": 1e3 * float(np.percentile(tot, 99)),
-                               "rollout_p50_ms": 1e3 * float(np.median(rollouts)),
-                               "outside_share": float(np.median(1 - np.array(rollouts) / tot)),
-                               "response_mb": float(np.median(sizes)) / 2**20}
-                        print(json.dumps(row), flush=True)
-                        rows.append(row)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-        log.close()
+    with hinn_serve("perf", {"HINN_LOG_LEVEL": "WARNING"}) as server, \
+            httpx.Client(base_url=server.url, timeout=120) as c:
+        for _ in range(600):  # the server compiles/loads its kernels in the background at start
+            if c.get("/ready").json().get("fast_path") in ("ready", "unavailable"):
+                break
+            time.sleep(0.5)
+        ds = c.post("/datasets", json={"name": "perf", "system": "spring", "n_trajectories": 8, "t_end": 2.0,
+                                       "dt": 0.1}).json()
+        job = c.post("/train", json={"name": "perf-model", "dataset_id": ds["id"],
+                                     "model": {"architecture": "hinn", "width": 32, "depth": 2},
+                                     "training": {"epochs": 2, "lbfgs_iterations": 0}}).json()
+        for _ in range(600):
+            job = c.get(f"/jobs/{job['id']}").json()
+            if job["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+        assert job["status"] == "succeeded", job
+        cases = [(1, 60 if quick else 300), (1024, 2 if quick else 10)]
+        for n_ic, n_req in cases:
+            q0, p0 = initial_states(n_ic, "d2w32")
+            ics = [{"q": q.tolist(), "p": p.tolist()} for q, p in zip(q0, p0, strict=True)]
+            for integ in ("implicit_midpoint", "leapfrog"):
+                for fmt, accept in (("json", "application/json"), ("npz", "application/vnd.hinn.npz")):
+                    body = {"model": "perf-model", "initial_conditions": ics, "t_end": STEPS * DT, "dt": DT,
+                            "integrator": integ}
+                    totals, rollouts, sizes = [], [], []
+                    for i in range(n_req + 2):
+                        t = time.perf_counter()
+                        r = c.post("/predict", json=body, headers={"Accept": accept})
+                        total = time.perf_counter() - t
+                        r.raise_for_status()
+                        if i < 2:
+                            continue  # warm-up: model load, kernel compile
+                        timing = dict(x.split(";dur=") for x in r.headers["server-timing"].split(", "))
+                        totals.append(total)
+                        rollouts.append(float(timing["rollout"]) / 1e3)
+                        sizes.append(len(r.content))
+                    tot = np.array(totals)
+                    row = {"initial_conditions": n_ic, "steps": STEPS, "integrator": integ, "format": fmt,
+                           "requests": n_req, "p50_ms": 1e3 * float(np.percentile(tot, 50)),
+                           "p99_ms": 1e3 * float(np.percentile(tot, 99)),
+                           "rollout_p50_ms": 1e3 * float(np.median(rollouts)),
+                           "outside_share": float(np.median(1 - np.array(rollouts) / tot)),
+                           "response_mb": float(np.median(sizes)) / 2**20}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     return rows
 
 
