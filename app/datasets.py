@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import uuid
 from typing import Any
 
 from sqlalchemy import select
@@ -16,13 +15,10 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Dataset
 from app.errors import NotFound, TooLarge
+from app.ids import new_id
 from app.settings import Settings
 from hinn_core.data import TrajectoryDataset, generate_dataset
 from hinn_core.dataio import dataset_from_npz_bytes, dataset_to_npz_bytes
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
 
 
 def check_limits(ds_n_trajectories: int, n_points: int, settings: Settings) -> None:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.base import db_now, db_now_plus
+from app.ids import new_id
 from app.db.models import Job, JobStatus, Model
 from app.db.session import Database
 from app.errors import Conflict, NotFound, Unprocessable
@@ -57,7 +58,7 @@ def submit(s: Session, *, name: str, request: dict[str, Any], dataset_id: str, m
         existing = s.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
         if existing is not None:
             return replay(existing)
-    job = Job(id=uuid.uuid4().hex, kind="train", status=JobStatus.queued.value, name=name, request=request,
+    job = Job(id=new_id(), kind="train", status=JobStatus.queued.value, name=name, request=request,
               request_sha256=digest, idempotency_key=idempotency_key, dataset_id=dataset_id, attempts=0,
               max_attempts=max_attempts, cancel_requested=False)
     try:
@@ -187,7 +188,7 @@ def complete(db: Database, claim: Claim, *, artifact: bytes, sha256: str, config
                     # unique constraint and the retry loop stay as the safety net
                     s.execute(select(func.pg_advisory_xact_lock(func.hashtext("hinn-model:" + claim.name))))
                 version = (s.scalar(select(func.max(Model.version)).where(Model.name == claim.name)) or 0) + 1
-                model = Model(id=uuid.uuid4().hex, name=claim.name, version=version, status="ready",
+                model = Model(id=new_id(), name=claim.name, version=version, status="ready",
                               artifact=artifact, sha256=sha256, size_bytes=len(artifact), config=config,
                               metrics=metrics, dataset_id=claim.dataset_id, job_id=claim.job_id)
                 s.add(model)

@@ -47,8 +47,10 @@ def test_a_job_is_claimed_by_one_worker_at_a_time(db, dataset_id) -> None:
 
 
 def test_claims_take_the_oldest_job_first(db, dataset_id) -> None:
-    ids = [submit(db, dataset_id, name=f"m{i}") for i in range(3)]
-    claimed = [jobs.claim_next(db, "w", 30).job_id for _ in range(3)]
+    # 12 quick submissions: on SQLite (millisecond clock) several share one created_at, and the
+    # order must still be FIFO (random ids broke such ties in an earlier CI run)
+    ids = [submit(db, dataset_id, name=f"m{i}") for i in range(12)]
+    claimed = [jobs.claim_next(db, "w", 30).job_id for _ in range(12)]
     assert claimed == ids
 
 
