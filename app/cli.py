@@ -22,7 +22,7 @@ EXIT_ERROR = 1
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from hinn_core.integrators import INTEGRATORS
-    from hinn_core.models import ARCHITECTURES
+    from hinn_core.models import ARCHITECTURES, ModelSpec
     from hinn_core.networks import ACTIVATIONS
     from hinn_core.systems import SYSTEMS
 
@@ -44,12 +44,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--noise-std", type=float, default=0.0, help="observation noise on q and p")
     g.add_argument("--data-seed", type=int, default=0)
     m = p.add_argument_group("model")
-    m.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="hinn")
+    spec = ModelSpec()  # the defaults (the science benchmark's best recipe)
+    m.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=spec.architecture,
+                   help="default: %(default)s; use 'hinn' when H couples q and p")
     m.add_argument("--integrator", choices=sorted(INTEGRATORS), default=None,
                    help="default: the architecture's own (hinn: implicit_midpoint, hinn-separable: leapfrog)")
-    m.add_argument("--width", type=int, default=32)
-    m.add_argument("--depth", type=int, default=2)
-    m.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
+    m.add_argument("--width", type=int, default=spec.width)
+    m.add_argument("--depth", type=int, default=spec.depth)
+    m.add_argument("--activation", choices=sorted(ACTIVATIONS), default=spec.activation)
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=None, help="Adam epochs")
     t.add_argument("--lbfgs-iterations", type=int, default=None, help="L-BFGS polish iterations (0: none)")

@@ -27,10 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.base import db_now, db_now_plus
-from app.ids import new_id
 from app.db.models import Job, JobStatus, Model
 from app.db.session import Database
 from app.errors import Conflict, NotFound, Unprocessable
+from app.ids import new_id
 
 VERSION_RETRIES = 10
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, Tag
 
-from hinn_core import ARCHITECTURES, INTEGRATORS, SYSTEMS, TrainConfig
+from hinn_core import ARCHITECTURES, INTEGRATORS, SYSTEMS, ModelSpec, TrainConfig
 from hinn_core.networks import ACTIVATIONS
 from hinn_core.training import LR_SCHEDULES
 
@@ -27,6 +27,7 @@ JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _TC = TrainConfig()
+_MS = ModelSpec()
 
 
 def _utc(value: datetime) -> datetime:
@@ -116,12 +117,16 @@ class TrajectoriesPublic(BaseModel):
 
 # -- training ----------------------------------------------------------------------------------------
 class ModelOptions(RequestModel):
-    architecture: Architecture = Field("hinn", description="hinn | hinn-separable | hnn | mlp",
-                                       examples=["hinn-separable"])
-    width: int = Field(32, ge=1, le=4096, examples=[32])
-    depth: int = Field(2, ge=1, le=64, examples=[2])
-    activation: ActivationName = Field("tanh", examples=["tanh"])
-    resnet_step: float = Field(0.5, gt=0, le=10)
+    """Network settings; every default is hinn_core's `ModelSpec()` default (the benchmark's best recipe)."""
+
+    architecture: Architecture = Field(
+        _MS.architecture, examples=["hinn-separable"],
+        description="hinn-separable (H = T(p) + V(q), leapfrog) | hinn (any H(q, p), implicit midpoint: "
+        "use it when H couples q and p) | hnn | mlp")
+    width: int = Field(_MS.width, ge=1, le=4096, examples=[32])
+    depth: int = Field(_MS.depth, ge=1, le=64, examples=[2])
+    activation: ActivationName = Field(_MS.activation, examples=["antitanh"])
+    resnet_step: float = Field(_MS.resnet_step, gt=0, le=10)
 
 
 class TrainingOptions(RequestModel):

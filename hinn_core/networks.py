@@ -51,6 +51,16 @@ class Activation:
     d2sigma: Callable[[Tensor, Tensor], Tensor]
 
 
+def _antitanh(z: Tensor) -> Tensor:
+    a = z.abs()
+    return a + torch.log1p(torch.exp(-2.0 * a))
+
+
+def _antitanh_d2(z: Tensor, s: Tensor) -> Tensor:
+    t = torch.tanh(z)
+    return 1.0 - t * t
+
+
 def _softplus_d2(z: Tensor, s: Tensor) -> Tensor:
     g = torch.sigmoid(z)
     return g * (1.0 - g)
@@ -63,6 +73,9 @@ ACTIVATIONS: dict[str, Activation] = {
                            lambda z, s: torch.sigmoid(z), _softplus_d2),
     "sigmoid": Activation(hq_act.sigmoidActivation, torch.sigmoid, lambda z, s: s * (1.0 - s),
                           lambda z, s: s * (1.0 - s) * (1.0 - 2.0 * s)),
+    # log cosh z (+ ln 2, as hessQuik computes it): even, grows like |z|, σ' = tanh — a potential
+    # that keeps its slope outside the training states instead of flattening like tanh
+    "antitanh": Activation(hq_act.antiTanhActivation, _antitanh, lambda z, s: torch.tanh(z), _antitanh_d2),
 }
 
 

@@ -16,8 +16,10 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,7 @@ def run_task(task: Task, seed: int, quick: bool, methods: list[str], log: Any,
     for method in methods:
         t0 = time.perf_counter()
         if method == "hinn":
-            spec = ModelSpec(dof=task.system.dof, **(hinn_spec or {}))
+            spec = ModelSpec(dof=task.system.dof, **{**task.spec_overrides, **(hinn_spec or {})})
             cfg = hinn_config(task, len(make_windows(train_set, TrainConfig().rollout_steps)), quick)
             if hinn_train:
                 cfg = dataclasses.replace(cfg, **hinn_train)
@@ -128,6 +130,14 @@ def run_task(task: Task, seed: int, quick: bool, methods: list[str], log: Any,
               f"state {sc.state_mse:.3e}  energy(true H) {sc.true_energy_mse:.3e}  [{seconds:.0f} s]",
               file=log, flush=True)
     return out
+
+
+def _run_one(job: tuple[Any, ...]) -> dict[str, Any]:
+    """One (task, seed) run; a top-level function so that worker processes can run it."""
+    name, seed, quick, methods, hinn_spec, hinn_train = job
+    torch.set_num_threads(1)
+    task = {**hnn_tasks(), **extra_tasks()}[name]
+    return run_task(task, seed, quick, methods, sys.stdout, hinn_spec, hinn_train)
 
 
 def _median(values: list[float]) -> float:
@@ -157,14 +167,16 @@ def _ratio(a: float, b: float) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| task | hinn energy (protocol) | HNN energy (this run) | HNN published | hinn better than published "
+    head = ("| task | seeds | hinn energy (protocol) | HNN energy (this run) | HNN published "
+            "| hinn better than published "
             "| hinn state | HNN state | mlp state | state: HNN/hinn | state: mlp/hinn | hinn true-H energy "
-            "| HNN true-H energy | hinn train s |\n" + "|---" * 13 + "|")
+            "| HNN true-H energy | hinn train s |\n" + "|---" * 14 + "|")
     lines = [head]
     for r in rows:
         g = r.get
         lines.append("| " + " | ".join([
-            r["task"], _fmt(g("hinn.protocol_energy_mse", math.nan)), _fmt(g("hnn.protocol_energy_mse", math.nan)),
+            r["task"], str(r["seeds"]), _fmt(g("hinn.protocol_energy_mse", math.nan)),
+            _fmt(g("hnn.protocol_energy_mse", math.nan)),
             _fmt(r["published_hnn_energy"]), _ratio(g("hinn.protocol_energy_mse", math.nan), r["published_hnn_energy"]),
             _fmt(g("hinn.state_mse", math.nan)), _fmt(g("hnn.state_mse", math.nan)), _fmt(g("mlp.state_mse", math.nan)),
             _ratio(g("hinn.state_mse", math.nan), g("hnn.state_mse", math.nan)),
@@ -200,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = {**hnn_tasks(), **extra_tasks()}
     parser.add_argument("--task", action="append", choices=sorted(tasks), help="default: all")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="seeds of the four HNN tasks (default: 0 1 2; --quick: 0)")
+    parser.add_argument("--extra-seeds", type=int, nargs="+", default=None,
+                        help="seeds of the other tasks (default: as --seeds)")
+    parser.add_argument("--jobs", type=int, default=1, help="(task, seed) runs in parallel, one core each")
     parser.add_argument("--quick", action="store_true", help="spring only, small budgets (CI smoke test)")
     parser.add_argument("--methods", nargs="+", default=["hinn", "hnn", "mlp"])
     parser.add_argument("--hinn-spec", default="{}", help='JSON ModelSpec overrides for hinn, e.g. '
@@ -211,12 +227,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     names = args.task or (["spring"] if args.quick else list(tasks))
-    results = []
+    if args.seeds is None:
+        args.seeds = [0] if args.quick else [0, 1, 2]
+    extra_seeds = args.extra_seeds if args.extra_seeds is not None else args.seeds
+    runs = [(name, seed) for name in names
+            for seed in (args.seeds if tasks[name].hnn_baseline == name else extra_seeds)]
     t0 = time.perf_counter()
-    for name in names:
-        for seed in args.seeds:
-            results.append(run_task(tasks[name], seed, args.quick, args.methods, sys.stdout,
-                                    json.loads(args.hinn_spec), json.loads(args.hinn_train)))
+    options = (args.quick, args.methods, json.loads(args.hinn_spec), json.loads(args.hinn_train))
+    if args.jobs > 1:
+        # longest first (the n-body tasks), so that the pool ends together
+        order = sorted(runs, key=lambda r: -tasks[r[0]].system.dof * tasks[r[0]].n_train)
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = dict(zip(order, pool.map(_run_one, [(n, s, *options) for n, s in order]), strict=True))
+        results = [done[r] for r in runs]
+    else:
+        results = [_run_one((name, seed, *options)) for name, seed in runs]
     rows = summarise(results)
     text = table(rows)
     print(text)
@@ -227,9 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     if out is not None:
         img = out.parent / "img"
         img.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            if r["seed"] == args.seeds[0]:
-                plot(r, img / f"bench-{r['task']}.png")
+        for r in {r["task"]: r for r in reversed(results)}.values():  # each task's first seed
+            plot(r, img / f"bench-{r['task']}.png")
         command = "python -m bench.science.run " + " ".join(argv if argv is not None else sys.argv[1:])
         out.write_text(report(text, rows, command, time.perf_counter() - t0, names))
     return 0

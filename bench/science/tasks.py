@@ -50,6 +50,8 @@ class Task:
     hnn_baseline: str | None = None  # the published row this task is compared with
     notes: str = ""
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    #: ModelSpec settings a user of this kind of data must choose (not tuning: e.g. a non-separable H)
+    spec_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def dt(self) -> float:
@@ -106,5 +108,7 @@ def extra_tasks() -> dict[str, Task]:
                                                      "noise_std": sigma})
     ns = make_system("nonseparable")
     out["nonseparable"] = Task("nonseparable", ns, 50, 25, 3.0, 30, 0.0, 20.0, 100, ns.hamiltonian,
-                               notes="H = (q²+1)(p²+1)/2; no published HNN number")
+                               notes="H = (q²+1)(p²+1)/2; no published HNN number; hinn uses the general "
+                                     "H(q, p) (architecture 'hinn', implicit midpoint): a separable H cannot fit it",
+                               spec_overrides={"architecture": "hinn"})
     return out

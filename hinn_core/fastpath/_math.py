@@ -26,8 +26,8 @@ JIT = {"cache": True, "error_model": "numpy", "fastmath": {"contract"}, "_nrt": 
 #: (~40% of a batch-1 network sweep).
 KERNEL = {**JIT, "_nrt": False}
 
-TANH, SOFTPLUS, SIGMOID = 0, 1, 2
-ACT_CODES = {"tanh": TANH, "softplus": SOFTPLUS, "sigmoid": SIGMOID}
+TANH, SOFTPLUS, SIGMOID, ANTITANH = 0, 1, 2, 3
+ACT_CODES = {"tanh": TANH, "softplus": SOFTPLUS, "sigmoid": SIGMOID, "antitanh": ANTITANH}
 
 
 def cst(x, v):  # pragma: no cover - replaced by the overload inside compiled code
@@ -122,6 +122,13 @@ def sigmoid(x):
 
 
 @njit(**KERNEL)
+def antitanh(x):
+    """``log cosh x + log 2 = |x| + log(1 + e^{−2|x|})``, as hessQuik's antiTanhActivation computes it."""
+    ax = abs(x)
+    return ax + math.log1p(exp_neg(cst(x, -2.0) * ax))
+
+
+@njit(**KERNEL)
 def softplus(x):
     """``log(1 + e^x)``; above 20 it is ``x`` (torch's threshold)."""
     if x > cst(x, 20.0):
@@ -157,6 +164,13 @@ def activate(Z, A, D1, D2, S, act, rh, accumulate):
                 D1[s, j] = d
                 D2[s, j] = d * (one - two * t)
                 A[s, j] = keep * A[s, j] + step * t
+        elif act == ANTITANH:
+            for j in range(w):
+                z = Z[s, j]
+                t = tanh(z)  # (log cosh)' = tanh
+                D1[s, j] = t
+                D2[s, j] = one - t * t
+                A[s, j] = keep * A[s, j] + step * antitanh(z)
         else:
             for j in range(w):
                 z = Z[s, j]

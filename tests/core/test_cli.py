@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from app.cli import main
-from hinn_core import generate_dataset, load_model
+from hinn_core import ModelSpec, generate_dataset, load_model
 from hinn_core.dataio import save_dataset
 
 TINY = ["--epochs", "3", "--lbfgs-iterations", "0", "--width", "8", "--quiet"]
@@ -28,7 +28,9 @@ def model_file(tmp_path_factory) -> str:
 def test_train_writes_a_loadable_model_with_metrics_and_lineage(model_file) -> None:
     loaded = load_model(model_file)
     assert loaded.name == "spring"
-    assert loaded.model.spec.architecture == "hinn" and loaded.model.spec.integrator == "implicit_midpoint"
+    defaults = ModelSpec()  # the CLI's defaults are the core's (the benchmark's recipe)
+    assert loaded.model.spec.architecture == defaults.architecture == "hinn-separable"
+    assert loaded.model.spec.integrator == "leapfrog" and loaded.model.spec.activation == defaults.activation
     assert loaded.metadata["lineage"]["dataset"]["system"] == "spring"
     assert loaded.metadata["metrics"]["n_test_trajectories"] == 2
     assert loaded.metadata["training"]["config"]["epochs"] == 3
