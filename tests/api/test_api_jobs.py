@@ -9,7 +9,7 @@ import pytest
 from api_helpers import TestClient, assert_problem, newest_first, spring_spec, tiny_training, url
 
 from app.schemas import TrainingOptions
-from hinn_core import DEFAULT_INTEGRATOR, TrainConfig
+from hinn_core import DEFAULT_INTEGRATOR, ModelSpec, TrainConfig
 
 
 @pytest.fixture
@@ -37,8 +37,12 @@ def test_minimal_request_is_resolved_in_full(client: TestClient, dataset_id: str
     assert r.headers["location"] == url(client, "get_job", job_id=job["id"])
     req = job["request"]
     assert req["training"] == TrainConfig().to_dict()
-    assert req["integrator"] == DEFAULT_INTEGRATOR["hinn"]
-    assert req["model"] == {"architecture": "hinn", "width": 32, "depth": 2, "activation": "tanh", "resnet_step": 0.5}
+    # the API's defaults are the core's (the science benchmark's recipe)
+    assert req["integrator"] == DEFAULT_INTEGRATOR["hinn-separable"] == "leapfrog"
+    assert req["model"] == {"architecture": "hinn-separable", "width": 32, "depth": 2, "activation": "antitanh",
+                            "resnet_step": 0.5}
+    spec = ModelSpec()
+    assert req["model"] == {k: getattr(spec, k) for k in req["model"]}
     assert req["dataset_id"] == dataset_id and req["test_fraction"] == 0.2
     assert job["status"] == "queued" and job["progress"] is None and job["attempts"] == 0
     assert client.get(r.headers["location"]).json() == job

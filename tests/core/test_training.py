@@ -49,7 +49,9 @@ def test_separable_hinn_beats_both_baselines_on_spring() -> None:
     config = TrainConfig(epochs=40, lbfgs_iterations=60)
     mse = {}
     for arch in ("hinn-separable", "hnn", "mlp"):
-        result = train(train_set, ModelSpec(architecture=arch, dof=1, width=16), config)
+        # tanh: at this small budget on clean in-range data it fits faster than the default log cosh
+        # (measured 5e-4 vs 1.7e-2); log cosh wins where it matters, outside the training states
+        result = train(train_set, ModelSpec(architecture=arch, dof=1, width=16, activation="tanh"), config)
         mse[arch] = evaluate(result.model, test_set)["long_horizon"]["state_mse"]
     assert mse["hinn-separable"] < mse["hnn"]
     assert mse["hinn-separable"] < mse["mlp"]
