@@ -427,8 +427,10 @@ def train(
             # starts is biased by the very noise the learned starts remove, so it cannot veto a step
             val = validate(epoch)
             tracker.record(epoch, "lbfgs", last["loss"], val, 1.0, accept=start is not None)
-            monitor = last["loss"] if start is not None or not math.isfinite(val) else val
-            if monitor < plateau_ref * (1.0 - LBFGS_MIN_GAIN):
+            # learned starts: the full budget (on noisy data the misfit sits at the noise floor while
+            # the dynamics still improve: stopping at 1 % gains cost 2× state error on spring σ = 0.1)
+            monitor = last["loss"] if not math.isfinite(val) else val
+            if start is not None or monitor < plateau_ref * (1.0 - LBFGS_MIN_GAIN):
                 plateau_ref, stale = monitor, 0
             else:
                 stale += 1
