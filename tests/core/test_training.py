@@ -191,3 +191,15 @@ def test_learned_initial_states_reduce_the_noise_bias() -> None:
         result = train(train_set, spec, TrainConfig(initial_state=mode))
         errors[mode] = evaluate(result.model, test_clean)["long_horizon"]["state_mse"]
     assert errors["learned"] < 0.7 * errors["observed"], errors
+
+
+def test_lbfgs_stops_when_the_validation_loss_plateaus(spring_data) -> None:
+    """5 chunks of 20 iterations without a 1 % gain end the polish long before a huge budget."""
+    from hinn_core.training import LBFGS_CHUNK, LBFGS_MIN_GAIN, LBFGS_PATIENCE
+
+    result = train(spring_data, ModelSpec(dof=1, width=4), TrainConfig(epochs=3, lbfgs_iterations=20_000))
+    lbfgs = [r for r in result.history if r["phase"] == "lbfgs"]
+    assert LBFGS_PATIENCE < len(lbfgs) < 20_000 // LBFGS_CHUNK
+    vals = [r["val_loss"] for r in lbfgs]
+    ref = min(vals[: -LBFGS_PATIENCE])
+    assert min(vals[-LBFGS_PATIENCE:]) >= ref * (1 - LBFGS_MIN_GAIN)  # the last chunks gained < 1 %
