@@ -51,7 +51,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="default: the architecture's own (hinn: implicit_midpoint, hinn-separable: leapfrog)")
     m.add_argument("--width", type=int, default=spec.width)
     m.add_argument("--depth", type=int, default=spec.depth)
-    m.add_argument("--activation", choices=sorted(ACTIVATIONS), default=spec.activation)
+    m.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
+                   help="default: the architecture's own (hinn-separable, mlp: antitanh; hinn, hnn: tanh)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=None, help="Adam epochs")
     t.add_argument("--lbfgs-iterations", type=int, default=None, help="L-BFGS polish iterations (0: none)")

@@ -125,7 +125,9 @@ class ModelOptions(RequestModel):
         "use it when H couples q and p) | hnn | mlp")
     width: int = Field(_MS.width, ge=1, le=4096, examples=[32])
     depth: int = Field(_MS.depth, ge=1, le=64, examples=[2])
-    activation: ActivationName = Field(_MS.activation, examples=["antitanh"])
+    activation: ActivationName | None = Field(
+        None, examples=["antitanh"], description="default: the architecture's own (hinn-separable and mlp: "
+        "antitanh = log cosh; hinn and hnn: tanh)")
     resnet_step: float = Field(_MS.resnet_step, gt=0, le=10)
 
 

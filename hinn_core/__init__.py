@@ -28,7 +28,7 @@ from hinn_core.errors import (
 )
 from hinn_core.evaluation import evaluate, rollout_errors
 from hinn_core.integrators import INTEGRATORS, get_integrator, integrate
-from hinn_core.models import ARCHITECTURES, DEFAULT_INTEGRATOR, DynamicsModel, ModelSpec
+from hinn_core.models import ARCHITECTURES, DEFAULT_ACTIVATION, DEFAULT_INTEGRATOR, DynamicsModel, ModelSpec
 from hinn_core.rollout import Prediction, make_time_grid, predict
 from hinn_core.systems import SYSTEMS, System, make_system
 from hinn_core.training import TrainConfig, TrainResult, train
@@ -36,7 +36,7 @@ from hinn_core.training import TrainConfig, TrainResult, train
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHITECTURES", "DEFAULT_INTEGRATOR", "INTEGRATORS", "SYSTEMS",
+    "ARCHITECTURES", "DEFAULT_ACTIVATION", "DEFAULT_INTEGRATOR", "INTEGRATORS", "SYSTEMS",
     "ArtifactError", "ConfigError", "DataError", "DynamicsModel", "HinnError", "IntegrationError",
     "LoadedModel", "ModelSpec", "Prediction", "System", "TrainConfig", "TrainResult", "Trajectory",
     "TrajectoryDataset", "TrainingCancelled", "TrainingDiverged",

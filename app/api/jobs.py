@@ -44,6 +44,7 @@ def resolve_request(body: TrainRequest, settings: Settings, dataset_id: str | No
                             "(HINN_MAX_EPOCHS)", field="training.epochs")
     model = body.model.model_dump()
     spec = ModelSpec(dof=1, integrator=body.integrator, **model)  # dof comes from the data at training time
+    model["activation"] = spec.activation  # resolved like the integrator: the stored request is complete
     training = TrainConfig(**body.training.model_dump()).to_dict()
     request: dict[str, Any] = {"name": body.name, "dataset_id": dataset_id, "model": model,
                                "integrator": spec.integrator, "training": training,

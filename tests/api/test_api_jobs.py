@@ -43,6 +43,10 @@ def test_minimal_request_is_resolved_in_full(client: TestClient, dataset_id: str
                             "resnet_step": 0.5}
     spec = ModelSpec()
     assert req["model"] == {k: getattr(spec, k) for k in req["model"]}
+    # the activation left open resolves per architecture, like the integrator
+    general = train(client, {"name": "ns", "dataset_id": dataset_id, "model": {"architecture": "hinn"}}).json()
+    assert general["request"]["model"]["activation"] == "tanh"
+    assert general["request"]["integrator"] == "implicit_midpoint"
     assert req["dataset_id"] == dataset_id and req["test_fraction"] == 0.2
     assert job["status"] == "queued" and job["progress"] is None and job["attempts"] == 0
     assert client.get(r.headers["location"]).json() == job

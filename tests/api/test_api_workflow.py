@@ -77,7 +77,7 @@ def test_train_is_accepted_with_location_and_resolved_request(env: Any) -> None:
     assert job["status"] == "queued" and job["dataset_id"] == env.dataset["id"]
     request = job["request"]
     assert request["integrator"] == "leapfrog"  # hinn-separable's default, stored concretely
-    assert request["model"] == {"architecture": "hinn-separable", "width": 8, "depth": 2, "activation": "tanh",
+    assert request["model"] == {"architecture": "hinn-separable", "width": 8, "depth": 2, "activation": "antitanh",
                                 "resnet_step": 0.5}
     assert request["training"]["epochs"] == 3 and request["training"]["learning_rate"] == 0.01
 
