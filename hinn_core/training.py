@@ -31,7 +31,7 @@ INITIAL_STATES = ("observed", "learned")
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. Defaults train spring–mass to rollout MSE < 1e-5 in about a minute."""
+    """Optimisation settings: the science benchmark's recipe; spring–mass to rollout MSE < 1e-5 in ~5 min on 2 cores."""
 
     epochs: int = 100
     learning_rate: float = 1e-2

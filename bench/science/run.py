@@ -1,6 +1,7 @@
 """Beat HNN on its own tasks: train hinn (defaults), HNN and the mlp baseline on the same data, score them.
 
-    python -m bench.science.run                  # every task, writes docs/benchmarks.md + docs/img/
+    python -m bench.science.run --seeds 0 1 2 --extra-seeds 0 --jobs 2   # all (44 min on 2 cores):
+                                                 # writes docs/benchmarks.md + docs/img/ (make bench-science)
     python -m bench.science.run --task spring    # one task (repeatable)
     python -m bench.science.run --quick          # smoke run (CI): spring, small budgets
 
