@@ -26,7 +26,8 @@ def test_an_api_killed_mid_job_finishes_it_after_a_restart(database_url: str, tm
     first = Serve(database_url, tmp_path / "serve-1.log", **env)
     procs.append(first)
     request = {"name": "survivor", "model": {"architecture": "hinn-separable", "width": 8},
-               "training": {"epochs": EPOCHS, "lbfgs_iterations": 0}, "idempotency_key": "restart-test"}
+               "training": {"epochs": EPOCHS, "lbfgs_iterations": 0, "patience": 0},
+               "idempotency_key": "restart-test"}
     with Client(first.url, timeout=30) as hinn:
         data = hinn.create_dataset("restart-data", system="spring", n_trajectories=6, t_end=1.0, dt=0.1)
         job = hinn.train(dataset_id=data["id"], **request)
