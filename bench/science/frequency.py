@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from bench.science.run import HNN_SPEC, fine_times, hinn_config, hnn_config
+from bench.science.run import fine_times, hinn_config, train_hnn
 from bench.science.tasks import hnn_tasks
 from hinn_core import ModelSpec, TrainConfig, predict, train
 from hinn_core.models import DynamicsModel
@@ -50,12 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     train_set, _ = task.data(args.seed)
     dof, dt = task.system.dof, task.dt
     models: dict[str, tuple[DynamicsModel, float, str | None]] = {}
-    clean, _ = task.data(args.seed, noise_std=0.0)
-    q, p = clean.states()[:, :dof], clean.states()[:, dof:]
-    dq, dp = task.system.vector_field(q, p)
-    models["HNN (protocol)"] = (train(train_set, HNN_SPEC(dof), hnn_config(task, False),
-                                      derivative_targets=(train_set.states(), np.concatenate([dq, dp], 1))).model,
-                                dt / 4, "rk4")
+    models["HNN (protocol)"] = (train_hnn(task, args.seed, train_set, False), dt / 4, "rk4")
     cfg = hinn_config(task, len(make_windows(train_set, TrainConfig().rollout_steps)), False)
     for start in ("observed", "learned"):
         models[f"hinn, {start} starts"] = (

@@ -99,6 +99,16 @@ def hnn_config(task: Task, quick: bool) -> TrainConfig:
                        weight_decay=wd, lbfgs_iterations=0, val_fraction=0.0, patience=0)
 
 
+def train_hnn(task: Task, seed: int, train_set: Any, quick: bool) -> DynamicsModel:
+    """HNN as its protocol trains it: noisy input states, exact derivatives at the clean states."""
+    clean_train, _ = task.data(seed, noise_std=0.0)  # same ICs and times, no noise
+    dof = task.system.dof
+    q, p = clean_train.states()[:, :dof], clean_train.states()[:, dof:]
+    dq, dp = task.system.vector_field(q, p)
+    return train(train_set, HNN_SPEC(dof), hnn_config(task, quick),
+                 derivative_targets=(train_set.states(), np.concatenate([dq, dp], axis=1))).model
+
+
 def run_task(task: Task, seed: int, quick: bool, methods: list[str], log: Any,
              hinn_spec: dict[str, Any] | None = None, hinn_train: dict[str, Any] | None = None) -> dict[str, Any]:
     from hinn_core.training import make_windows
@@ -117,12 +127,7 @@ def run_task(task: Task, seed: int, quick: bool, methods: list[str], log: Any,
             model = train(train_set, spec, cfg).model
             step, integrator = dt, None
         elif method == "hnn":
-            clean_train, _ = task.data(seed, noise_std=0.0)  # same ICs and times, no noise
-            states = train_set.states()
-            q, p = clean_train.states()[:, : task.system.dof], clean_train.states()[:, task.system.dof :]
-            dq, dp = task.system.vector_field(q, p)  # exact derivatives at the clean states (the protocol)
-            model = train(train_set, HNN_SPEC(task.system.dof), hnn_config(task, quick),
-                          derivative_targets=(states, np.concatenate([dq, dp], axis=1))).model
+            model = train_hnn(task, seed, train_set, quick)
             step, integrator = dt / 4, "rk4"
         else:  # mlp: the unconstrained field, trained like hinn through the same integrator
             cfg = hinn_config(task, len(make_windows(train_set, TrainConfig().rollout_steps)), quick)
