@@ -65,6 +65,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="auto: float32 on CUDA, float64 on CPU")
     t.add_argument("--initial-state", choices=["observed", "learned"], default=None,
                    help="'learned' fits each trajectory's start with the weights (noisy data)")
+    t.add_argument("--engine", choices=["auto", "numba", "torch"], default=None,
+                   help="how the loss is differentiated: numba = compiled adjoint (CPU), torch = autograd")
     t.add_argument("--test-fraction", type=float, default=0.2, help="trajectories held out for evaluation")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,7 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = ModelSpec(architecture=args.architecture, dof=data.dof, width=args.width, depth=args.depth,
                      activation=args.activation, integrator=args.integrator)
     overrides = {k: getattr(args, k) for k in ("epochs", "lbfgs_iterations", "learning_rate", "batch_size",
-                                               "rollout_steps", "initial_state") if getattr(args, k) is not None}
+                                               "rollout_steps", "initial_state", "engine")
+                 if getattr(args, k) is not None}
     config = TrainConfig(seed=args.seed, device=args.device, dtype=args.dtype, **overrides)
     torch.manual_seed(args.seed)
 

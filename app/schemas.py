@@ -155,6 +155,9 @@ class TrainingOptions(RequestModel):
     initial_state: Literal["observed", "learned"] = Field(
         _TC.initial_state, description="'learned': fit each trajectory's start state with the weights "
         "(errors-in-variables; for noisy data)")
+    engine: Literal["auto", "numba", "torch"] = Field(
+        _TC.engine, description="how the rollout loss is differentiated: 'numba' the compiled adjoint (CPU), "
+        "'torch' autograd (any device); 'auto' numba where it covers the model. Same gradients to round-off")
 
 
 class TrainRequest(RequestModel):

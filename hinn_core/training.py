@@ -27,6 +27,10 @@ from hinn_core.models import DynamicsModel, ModelSpec
 
 LR_SCHEDULES = ("cosine", "plateau", "constant")
 INITIAL_STATES = ("observed", "learned")
+#: how rollout losses are differentiated: "numba" — the compiled adjoint (`hinn_core.fastpath.autograd`,
+#: CPU; 2–4× faster per step, measured in docs/performance.md); "torch" — autograd through the
+#: integrator's ops (any device, the reference); "auto" — numba where it covers the model, else torch
+TRAIN_ENGINES = ("auto", "numba", "torch")
 
 
 @dataclass
@@ -58,6 +62,8 @@ class TrainConfig:
     #: training trajectory out whole from a free start state fitted with the weights, its misfit to the
     #: observed start counted as one more point (errors-in-variables: noisy starts stop biasing the dynamics)
     initial_state: str = "observed"
+    #: see `TRAIN_ENGINES`; both give the same gradients to round-off
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ConfigError:
@@ -90,6 +96,8 @@ class TrainConfig:
             raise bad("dtype", "one of ['auto', 'float32', 'float64']")
         if self.initial_state not in INITIAL_STATES:
             raise bad("initial_state", f"one of {list(INITIAL_STATES)}")
+        if self.engine not in TRAIN_ENGINES:
+            raise bad("engine", f"one of {list(TRAIN_ENGINES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,11 +243,31 @@ class _Tracker:
                 self.start.copy_(self.best_start)
 
 
-def _rollout_loss(model: DynamicsModel, w: Windows, start: Tensor | None = None) -> Tensor:
-    """MSE of the k rolled-out states; with a learned ``start`` its misfit to the observed start counts too."""
+def _compiled_rollout(model: DynamicsModel, engine: str) -> Callable[..., tuple[Tensor, Tensor]] | None:
+    """The compiled differentiable rollout when ``engine`` asks for it and it covers the model."""
+    if engine == "torch":
+        return None
+    try:
+        from hinn_core.fastpath import autograd as compiled
+    except ImportError:  # pragma: no cover - numba missing
+        compiled = None
+    if compiled is not None and compiled.supports(model):
+        return lambda q0, p0, h: compiled.rollout(model, q0, p0, h)
+    if engine == "numba":
+        raise ConfigError("the compiled training engine cannot run this model (it needs numba, a CPU model and "
+                          "an explicit scheme or implicit midpoint; symplectic Euler and leapfrog only for "
+                          "hinn-separable); use engine='auto' or 'torch'", field="training.engine")
+    return None
+
+
+def _rollout_loss(model: DynamicsModel, w: Windows, start: Tensor | None = None, engine: str = "torch") -> Tensor:
+    """MSE of the k rolled-out states; with a learned ``start`` its misfit to the observed start counts too.
+
+    ``engine`` as `TrainConfig.engine`: "torch" differentiates `DynamicsModel.rollout` by autograd."""
     n = model.dof
     x0 = w.x0 if start is None else start
-    q, p = model.rollout(x0[:, :n], x0[:, n:], w.h)
+    fast = _compiled_rollout(model, engine)
+    q, p = (fast or model.rollout)(x0[:, :n], x0[:, n:], w.h)
     pred = torch.cat([q[:, 1:], p[:, 1:]], dim=-1)
     if start is None:
         return torch.mean((pred - w.target) ** 2)
@@ -323,7 +351,7 @@ def train(
         model.eval()
         try:
             with torch.no_grad():
-                val = float(_rollout_loss(model, val_win))
+                val = float(_rollout_loss(model, val_win, engine=config.engine))
         except IntegrationError as exc:
             raise TrainingDiverged(f"epoch {epoch} (validation): {exc}") from exc
         if not math.isfinite(val):
@@ -346,7 +374,7 @@ def train(
                 if derivative:
                     loss = _derivative_loss(model, x_train[idx], dx_train[idx])
                 else:
-                    loss = _rollout_loss(model, win.batch(idx))
+                    loss = _rollout_loss(model, win.batch(idx), engine=config.engine)
             except IntegrationError as exc:
                 raise TrainingDiverged(f"epoch {epoch}: {exc}") from exc
             if not torch.isfinite(loss):
@@ -395,7 +423,7 @@ def train(
                 tracker.start = start
 
             def full_loss() -> Tensor:
-                return _rollout_loss(model, lw, start)
+                return _rollout_loss(model, lw, start, config.engine)
 
         lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=LBFGS_CHUNK, max_eval=2 * LBFGS_CHUNK,
                                   history_size=50,

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +31,16 @@ from hinn_core.integrators import INTEGRATORS, NEWTON_MAX_ITER, Integrator, _new
 from hinn_core.networks import HamiltonianNet, SeparableHamiltonianNet, VectorFieldNet
 
 try:  # numba is optional: without it `supports` is False and predict uses torch
+    from hinn_core.fastpath import _adjoint as _a
     from hinn_core.fastpath import _rollout as _k
     from hinn_core.fastpath._math import ACT_CODES
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     _k = None
+    _a = None
     ACT_CODES = {}
 
-__all__ = ["Packed", "available", "is_warm", "is_warming", "pack", "rollout", "supports", "warm",
-           "warm_in_background"]
+__all__ = ["Packed", "available", "is_warm", "is_warming", "pack", "parameters", "rollout", "rollout_vjp",
+           "supports", "supports_training", "warm", "warm_in_background"]
 
 
 def _drop_stale_cache() -> None:
@@ -106,7 +109,8 @@ def is_warming() -> bool:
 
 
 def warm() -> float:
-    """Compile or load the kernels for every architecture in float64 and float32; seconds taken."""
+    """Compile or load the kernels (prediction and training) for every architecture in float64 and
+    float32; seconds taken."""
     import time
 
     from hinn_core.models import DynamicsModel, ModelSpec
@@ -118,7 +122,8 @@ def warm() -> float:
             for arch in _ARCH_NAMES:
                 for dtype in (torch.float64, torch.float32):
                     model = DynamicsModel(ModelSpec(architecture=arch, dof=1, width=2, depth=1)).to(dtype)
-                    rollout(model, np.zeros((1, 1)), np.zeros((1, 1)), h)
+                    q, p, _ = rollout(model, np.zeros((1, 1)), np.zeros((1, 1)), h)
+                    rollout_vjp(model, np.zeros((1, 1)), np.zeros((1, 1)), h, q, p)
             _WARM.set()
     return time.perf_counter() - started
 
@@ -244,14 +249,27 @@ def _block_size(batch: int, packed: Packed) -> int:
     return int(max(1, min(16, batch, (1 << 20) // max(per_row, 1))))
 
 
-def rollout(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray,
-            integrator: str | Integrator | None = None, *, parallel: bool | None = None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Integrate ``q0, p0: (B, dof)`` over steps ``h: (T,)`` or ``(B, T)`` as `DynamicsModel.rollout`.
+@dataclass(frozen=True)
+class _Call:
+    """A rollout's arguments as the kernels take them."""
 
-    Returns ``q, p: (B, T+1, dof)`` and the learned ``H: (B, T+1)`` (None for the vector field), in
-    the model's dtype. ``parallel`` (default: B ≥ `PARALLEL_MIN_BATCH`) spreads blocks over threads.
-    """
+    name: str
+    packed: Packed
+    q0: np.ndarray
+    p0: np.ndarray
+    h: np.ndarray  # (1, T) shared or (B, T)
+    cfg: np.ndarray
+    block: int
+    n_blocks: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(B, T, dof)."""
+        return self.q0.shape[0], self.h.shape[1], self.q0.shape[1]
+
+
+def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator: str | Integrator | None,
+          energy: bool = True, block: int | None = None) -> _Call:
     integrator = integrator if integrator is not None else model.integrator
     if not supports(model, integrator):
         raise ValueError("the compiled rollout does not support this model/integrator; use the torch path")
@@ -265,28 +283,118 @@ def rollout(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray,
     h2 = np.ascontiguousarray(np.atleast_2d(np.asarray(h, dtype=dt)))
     if h2.shape[0] not in (1, B):
         raise ValueError(f"steps must have shape (T,) or ({B}, T), got {np.shape(h)}")
-    T = h2.shape[1]
     integ = _INTEGRATOR_CODES[name]
     newton = integ == 3 or (integ in (1, 2) and packed.arch != 1)
-    cfg = np.array([packed.arch, packed.act, integ, n, int(newton), NEWTON_MAX_ITER], dtype=np.int64)
+    cfg = np.array([packed.arch, packed.act, integ, n, int(newton), NEWTON_MAX_ITER, int(energy)], dtype=np.int64)
+    block = block or _block_size(B, packed)
+    return _Call(name, packed, q0, p0, h2, cfg, block, -(-B // block))
+
+
+def _run_blocks(kernel: Any, args: tuple[Any, ...], n_blocks: int, parallel: bool,
+                tail: Callable[[int], tuple[Any, ...]]) -> int:
+    """Run ``kernel(*args, blk0, blk1, *tail(i))`` over contiguous ranges of blocks, one per thread
+    (the kernels release the GIL); returns how many ranges ran."""
+    threads = min(THREADS, n_blocks) if parallel else 1
+    if threads <= 1:
+        kernel(*args, 0, n_blocks, *tail(0))
+        return 1
+    cuts = np.linspace(0, n_blocks, threads + 1).round().astype(int)
+    jobs = [_pool().submit(kernel, *args, int(a), int(b), *tail(i))
+            for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))]
+    for job in jobs:
+        job.result()
+    return threads
+
+
+def rollout(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray,
+            integrator: str | Integrator | None = None, *, parallel: bool | None = None,
+            energy: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Integrate ``q0, p0: (B, dof)`` over steps ``h: (T,)`` or ``(B, T)`` as `DynamicsModel.rollout`.
+
+    Returns ``q, p: (B, T+1, dof)`` and the learned ``H: (B, T+1)`` (None for the vector field, or
+    with ``energy=False``), in the model's dtype. ``parallel`` (default: B ≥ `PARALLEL_MIN_BATCH`)
+    spreads blocks over threads.
+    """
+    c = _call(model, q0, p0, h, integrator, energy)
+    B, T, n = c.shape
+    dt = c.q0.dtype
     q = np.empty((B, T + 1, n), dt)
     p = np.empty((B, T + 1, n), dt)
     H = np.empty((B, T + 1), dt)
-    block = _block_size(B, packed)
-    n_blocks = -(-B // block)
-    err = np.zeros((n_blocks, 2), np.int64)
-    errv = np.zeros(n_blocks, np.float64)
-    if parallel is None:
-        parallel = B >= PARALLEL_MIN_BATCH
-    args = (packed.net, packed.nrm, cfg, packed.par, q0, p0, h2, q, p, H, block)
-    threads = min(THREADS, n_blocks) if parallel else 1
-    if threads > 1:  # contiguous ranges of blocks, one per thread (the kernel releases the GIL)
-        cuts = np.linspace(0, n_blocks, threads + 1).round().astype(int)
-        jobs = [_pool().submit(_k.rollout, *args, int(a), int(b), err, errv)
-                for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-        for job in jobs:
-            job.result()
-    else:
-        _k.rollout(*args, 0, n_blocks, err, errv)
-    _raise(err, errv, name)
-    return q, p, (H if packed.arch != 2 else None)
+    err = np.zeros((c.n_blocks, 2), np.int64)
+    errv = np.zeros(c.n_blocks, np.float64)
+    args = (c.packed.net, c.packed.nrm, c.cfg, c.packed.par, c.q0, c.p0, c.h, q, p, H, c.block)
+    _run_blocks(_k.rollout, args, c.n_blocks, B >= PARALLEL_MIN_BATCH if parallel is None else parallel,
+                lambda _: (err, errv))
+    _raise(err, errv, c.name)
+    return q, p, (H if c.packed.arch != 2 and energy else None)
+
+
+_TRAIN_BLOCK = int(os.environ.get("HINN_TRAIN_BLOCK", "0")) or None
+
+
+def supports_training(model: Any, integrator: str | Integrator | None = None) -> bool:
+    """True when `rollout_vjp` can differentiate the rollout: `supports`, except symplectic Euler and
+    leapfrog on a non-separable field (their Newton stages have no compiled adjoint; torch has one)."""
+    if _a is None or not supports(model, integrator):
+        return False
+    name = _integrator_name(integrator if integrator is not None else model.integrator)
+    return not (name in ("symplectic_euler", "leapfrog") and _ARCH_CODES[type(model.field)] != 1)
+
+
+def parameters(model: Any) -> list[torch.nn.Parameter]:
+    """The weights in the order `rollout_vjp` returns their gradients: per trunk (V then T for
+    the separable net) the first layer's K, b, each resnet layer's K, b, the last layer's K, b."""
+    field = model.field
+    trunks = [field.potential, field.kinetic] if isinstance(field, SeparableHamiltonianNet) else [field.trunk]
+    out = []
+    for trunk in trunks:
+        first, blocks, last = trunk._weights()
+        out += [first.K, first.b]
+        for blk in blocks:
+            out += [blk.K, blk.b]
+        out += [last.K, last.b]
+    return out
+
+
+def rollout_vjp(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, gq: np.ndarray, gp: np.ndarray,
+                integrator: str | Integrator | None = None, *, parallel: bool | None = None
+                ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Reverse mode through `rollout`: given the cotangents ``gq, gp (B, T+1, dof)`` of its states,
+    the start states' ``dq0, dp0 (B, dof)`` and the weights' gradients, in `parameters` order.
+
+    Raises `IntegrationError` where the rollout itself would (it is re-run block by block).
+    """
+    if not supports_training(model, integrator):
+        raise ValueError("the compiled adjoint does not support this model/integrator; use the torch path")
+    c = _call(model, q0, p0, h, integrator, block=_TRAIN_BLOCK)
+    B, T, n = c.shape
+    dt = c.q0.dtype
+    gq = np.ascontiguousarray(gq, dtype=dt)
+    gp = np.ascontiguousarray(gp, dtype=dt)
+    if gq.shape != (B, T + 1, n) or gp.shape != (B, T + 1, n):
+        raise ValueError(f"state cotangents must have shape {(B, T + 1, n)}, got {gq.shape} and {gp.shape}")
+    dq0 = np.empty((B, n), dt)
+    dp0 = np.empty((B, n), dt)
+    err = np.zeros((c.n_blocks, 2), np.int64)
+    net = c.packed.net
+    per_thread: list[tuple[np.ndarray, ...]] = []
+
+    def grads(i: int) -> tuple[Any, ...]:
+        while len(per_thread) <= i:
+            per_thread.append(tuple(np.zeros_like(net[j]) for j in (0, 1, 3, 4, 6, 7)))
+        return (per_thread[i], err)
+
+    args = (net, c.packed.nrm, c.cfg, c.packed.par, c.q0, c.p0, c.h, gq, gp, dq0, dp0, c.block)
+    ranges = _run_blocks(_a.rollout_vjp, args, c.n_blocks,
+                         B >= PARALLEL_MIN_BATCH if parallel is None else parallel, grads)
+    _raise(err, np.zeros(c.n_blocks), c.name)
+    total = [sum(g[j] for g in per_thread[:ranges]) for j in range(6)]
+    gW0, gb0, gWr, gbr, gWo, gbo = total
+    out: list[np.ndarray] = []
+    for t in range(gW0.shape[0]):
+        out += [gW0[t], gb0[t]]
+        for layer in range(gWr.shape[1]):
+            out += [gWr[t, layer], gbr[t, layer]]
+        out += [gWo[t], gbo[t]]
+    return dq0, dp0, out

@@ -1,7 +1,7 @@
 """Elementwise math for the compiled kernels: dtype-generic constants and vectorisable activations.
 
-libm's ``tanh``/``exp`` are opaque calls (~20 ns each) that stop LLVM from vectorising a loop, and
-tanh alone would be most of a rollout's time. `exp_neg` and the activations below are plain
+libm's ``tanh``/``exp``/``log1p`` are opaque calls (~20 ns each) that stop LLVM from vectorising a loop, and
+tanh alone would be most of a rollout's time. `exp_neg`, `log1p_unit` and the activations below are plain
 arithmetic (Cephes' range reduction and Padé/polynomial, the power of two built from its bits),
 accurate to ≤ 3 ulp like torch's own vectorised versions, so loops over a layer vectorise.
 ``cst(x, v)`` casts a constant to the float type of ``x``: a bare ``0.5`` would promote float32
@@ -9,8 +9,6 @@ arithmetic to float64.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import njit, types
@@ -97,6 +95,45 @@ def _exp_parts_impl(y):
     return impl32
 
 
+def log1p_unit(y):  # pragma: no cover - replaced by the overload
+    """``log(1 + y)`` for ``0 ≤ y ≤ 1`` (≤ 2 ulp): Cephes' rational ``log`` on ``[√½, √2)``,
+    with ``1 + y ≥ √2`` folded to ``2·(1 + (y − 1)/2)`` by a select, not a branch."""
+    return y
+
+
+@overload(log1p_unit)
+def _log1p_unit_impl(y):
+    if y == types.float64:
+        def impl64(y):
+            big = y > 0.41421356237309504880
+            x = (y - 1.0) * 0.5 if big else y
+            e = 1.0 if big else 0.0
+            z = x * x
+            p = ((((1.01875663804580931796e-4 * x + 4.97494994976747001425e-1) * x + 4.70579119878881725854e0) * x
+                  + 1.44989225341610930846e1) * x + 1.79368678507819816313e1) * x + 7.70838733755885391666e0
+            q = ((((x + 1.12873587189167450590e1) * x + 4.52279145837532221105e1) * x + 8.29875266912776603211e1) * x
+                 + 7.11544750618563894466e1) * x + 2.31251620126765340583e1
+            t = x * (z * p / q) - e * 2.121944400546905827679e-4 - 0.5 * z
+            return (x + t) + e * 0.693359375
+
+        return impl64
+
+    def impl32(y):
+        big = y > np.float32(0.41421356)
+        x = (y - np.float32(1.0)) * np.float32(0.5) if big else y
+        e = np.float32(1.0) if big else np.float32(0.0)
+        z = x * x
+        r = np.float32(7.0376836292e-2) * x - np.float32(1.1514610310e-1)
+        r = (r * x + np.float32(1.1676998740e-1)) * x - np.float32(1.2420140846e-1)
+        r = (r * x + np.float32(1.4249322787e-1)) * x - np.float32(1.6668057665e-1)
+        r = (r * x + np.float32(2.0000714765e-1)) * x - np.float32(2.4999993993e-1)
+        r = r * x + np.float32(3.3333331174e-1)
+        t = r * x * z + np.float32(-2.12194440e-4) * e + np.float32(-0.5) * z
+        return (x + t) + np.float32(0.693359375) * e
+
+    return impl32
+
+
 @njit(**KERNEL)
 def exp_neg(y):
     """``exp(y)`` for ``y ≤ 0`` (flushed to a tiny normal number below −700, −87 in float32)."""
@@ -125,15 +162,14 @@ def sigmoid(x):
 def antitanh(x):
     """``log cosh x + log 2 = |x| + log(1 + e^{−2|x|})``, as hessQuik's antiTanhActivation computes it."""
     ax = abs(x)
-    return ax + math.log1p(exp_neg(cst(x, -2.0) * ax))
+    return ax + log1p_unit(exp_neg(cst(x, -2.0) * ax))
 
 
 @njit(**KERNEL)
 def softplus(x):
-    """``log(1 + e^x)``; above 20 it is ``x`` (torch's threshold)."""
-    if x > cst(x, 20.0):
-        return x
-    return (x if x > cst(x, 0.0) else cst(x, 0.0)) + math.log1p(exp_neg(-abs(x)))
+    """``log(1 + e^x)``; above 20 it is ``x`` (torch's threshold), chosen by a select so the loop vectorises."""
+    t = (x if x > cst(x, 0.0) else cst(x, 0.0)) + log1p_unit(exp_neg(-abs(x)))
+    return x if x > cst(x, 20.0) else t
 
 
 @njit(**KERNEL)

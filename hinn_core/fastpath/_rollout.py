@@ -297,14 +297,14 @@ def _kinetic_pass(net, nrm, act, rh, n, offset, pout, Hout, b0, S, T, ws, fw):
 @njit(nogil=True, **JIT)
 def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, err, errv):
     """Blocks ``blk0 … blk1−1`` of ``block`` rows through all steps, one after another; outputs
-    written in place, errors into ``err[blk]``, ``errv[blk]``."""
+    written in place (``Hout`` only when ``cfg[6]``), errors into ``err[blk]``, ``errv[blk]``."""
     arch, act, integ, n, newton_used, max_iter = cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5]
     rh, offset, tol = par[0], par[1], par[2]
     mdl = (net, nrm, arch, act, rh, n, tol, max_iter, offset)
     B, T = q0.shape[0], h.shape[1]
     shared = h.shape[0] == 1
     m = 2 * n
-    hamiltonian = arch != fd.VECTOR
+    hamiltonian = arch != fd.VECTOR and cfg[6] != 0  # cfg[6]: the caller wants H
     ws, fw, sw = _workspaces(net, n, block, q0)
     deferred = arch == fd.SEPARABLE and (integ == SYMPLECTIC_EULER or integ == LEAPFROG)
     ws2, fw2, _ = _workspaces(net, n, POST_ROWS if deferred else 1, q0)
