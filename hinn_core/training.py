@@ -243,8 +243,8 @@ class _Tracker:
                 self.start.copy_(self.best_start)
 
 
-def _compiled_rollout(model: DynamicsModel, engine: str) -> Callable[..., tuple[Tensor, Tensor]] | None:
-    """The compiled differentiable rollout when ``engine`` asks for it and it covers the model."""
+def _compiled_engine(model: DynamicsModel, engine: str) -> Any:
+    """`hinn_core.fastpath.autograd` when ``engine`` asks for it and it covers the model, else None."""
     if engine == "torch":
         return None
     try:
@@ -252,7 +252,7 @@ def _compiled_rollout(model: DynamicsModel, engine: str) -> Callable[..., tuple[
     except ImportError:  # pragma: no cover - numba missing
         compiled = None
     if compiled is not None and compiled.supports(model):
-        return lambda q0, p0, h: compiled.rollout(model, q0, p0, h)
+        return compiled
     if engine == "numba":
         raise ConfigError("the compiled training engine cannot run this model (it needs numba, a CPU model and "
                           "an explicit scheme or implicit midpoint; symplectic Euler and leapfrog only for "
@@ -263,16 +263,20 @@ def _compiled_rollout(model: DynamicsModel, engine: str) -> Callable[..., tuple[
 def _rollout_loss(model: DynamicsModel, w: Windows, start: Tensor | None = None, engine: str = "torch") -> Tensor:
     """MSE of the k rolled-out states; with a learned ``start`` its misfit to the observed start counts too.
 
-    ``engine`` as `TrainConfig.engine`: "torch" differentiates `DynamicsModel.rollout` by autograd."""
+    ``engine`` as `TrainConfig.engine`: "torch" differentiates `DynamicsModel.rollout` by autograd;
+    the compiled engine computes the sum of squares and its gradient in one fused pass."""
     n = model.dof
     x0 = w.x0 if start is None else start
-    fast = _compiled_rollout(model, engine)
-    q, p = (fast or model.rollout)(x0[:, :n], x0[:, n:], w.h)
-    pred = torch.cat([q[:, 1:], p[:, 1:]], dim=-1)
+    compiled = _compiled_engine(model, engine)
+    if compiled is not None:
+        sse = compiled.rollout_sse(model, x0[:, :n], x0[:, n:], w.h, w.target)
+    else:
+        q, p = model.rollout(x0[:, :n], x0[:, n:], w.h)
+        sse = torch.sum((torch.cat([q[:, 1:], p[:, 1:]], dim=-1) - w.target) ** 2)
     if start is None:
-        return torch.mean((pred - w.target) ** 2)
+        return sse / w.target.numel()
     k = w.target.shape[1]
-    return (torch.sum((pred - w.target) ** 2) + torch.sum((start - w.x0) ** 2)) / (w.x0.numel() * (k + 1))
+    return (sse + torch.sum((start - w.x0) ** 2)) / (w.x0.numel() * (k + 1))
 
 
 def _derivative_loss(model: DynamicsModel, x: Tensor, dx: Tensor) -> Tensor:

@@ -47,12 +47,11 @@ from bench.serve import hinn_serve
 from hinn_core import fastpath
 from hinn_core.data import generate_dataset
 from hinn_core.dynamics import HamiltonianDynamics
-from hinn_core.fastpath.autograd import rollout as compiled_rollout
 from hinn_core.integrators import get_integrator, integrate
 from hinn_core.models import DynamicsModel, ModelSpec
 from hinn_core.networks import ScalarTrunk
 from hinn_core.systems import make_system
-from hinn_core.training import TrainConfig, train
+from hinn_core.training import TrainConfig, Windows, _rollout_loss, train
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"d2w32": (1, 32), "d8w64": (4, 64)}  # name: (dof, width); depth 2 → three hidden layers
@@ -242,23 +241,21 @@ def bench_throughput(quick: bool) -> list[dict[str, Any]]:
 
 
 def _train_step_factory(model: DynamicsModel, batch: int, window: int,
-                        seed: int = 0) -> Callable[[bool], list[torch.Tensor]]:
+                        seed: int = 0) -> Callable[[str], list[torch.Tensor]]:
+    """One Adam step of training's own rollout loss on random windows; ``engine`` as `TrainConfig.engine`."""
     rng = np.random.default_rng(seed)
     dof = model.dof
     kw = {"dtype": model.dtype}
-    q0 = torch.as_tensor(0.5 * rng.standard_normal((batch, dof)), **kw)
-    p0 = torch.as_tensor(0.5 * rng.standard_normal((batch, dof)), **kw)
-    target = torch.as_tensor(0.5 * rng.standard_normal((batch, window + 1, 2 * dof)), **kw)
-    h = torch.full((window,), 0.05, **kw)
+    win = Windows(x0=torch.as_tensor(0.5 * rng.standard_normal((batch, 2 * dof)), **kw),
+                  target=torch.as_tensor(0.5 * rng.standard_normal((batch, window, 2 * dof)), **kw),
+                  h=torch.full((batch, window), 0.05, **kw))
     opt = torch.optim.Adam(model.parameters(), lr=0.0)  # lr 0: every variant steps from the same weights
 
-    def step(compiled: bool = False) -> list[torch.Tensor]:
+    def step(engine: str = "torch") -> list[torch.Tensor]:
         opt.zero_grad(set_to_none=True)
-        q, p = compiled_rollout(model, q0, p0, h) if compiled else model.rollout(q0, p0, h)
-        loss = torch.nn.functional.mse_loss(torch.cat([q, p], -1), target)
-        loss.backward()
+        _rollout_loss(model, win, engine=engine).backward()
         opt.step()
-        # the output bias does not enter ∇H: autograd leaves its grad None, the adjoint gives zeros
+        # the output bias does not enter ∇H: autograd leaves its grad None, the adjoints give zeros
         return [torch.zeros_like(w) if w.grad is None else w.grad.detach().clone() for w in model.parameters()]
 
     return step
@@ -292,7 +289,7 @@ def bench_training(quick: bool) -> list[dict[str, Any]]:
                 grads = {}
                 for variant in ("compiled", "fast", "autograd", "hessquik"):
                     _set_trunk_gradient(model, "fast" if variant == "compiled" else variant)
-                    run = partial(step, variant == "compiled")
+                    run = partial(step, "numba" if variant == "compiled" else "torch")
                     grads[variant] = run()
                     row[f"{variant}_ms"] = 1e3 * median_time(run, reps)
                 _set_trunk_gradient(model, "fast")

@@ -39,8 +39,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     _a = None
     ACT_CODES = {}
 
-__all__ = ["Packed", "available", "is_warm", "is_warming", "pack", "parameters", "rollout", "rollout_vjp",
-           "supports", "supports_training", "warm", "warm_in_background"]
+__all__ = ["Packed", "available", "is_warm", "is_warming", "pack", "parameters", "rollout", "rollout_sse",
+           "rollout_vjp", "supports", "supports_training", "warm", "warm_in_background"]
 
 
 def _drop_stale_cache() -> None:
@@ -124,6 +124,7 @@ def warm() -> float:
                     model = DynamicsModel(ModelSpec(architecture=arch, dof=1, width=2, depth=1)).to(dtype)
                     q, p, _ = rollout(model, np.zeros((1, 1)), np.zeros((1, 1)), h)
                     rollout_vjp(model, np.zeros((1, 1)), np.zeros((1, 1)), h, q, p)
+                    rollout_sse(model, np.zeros((1, 1)), np.zeros((1, 1)), h, np.zeros((1, 2, 2)))
             _WARM.set()
     return time.perf_counter() - started
 
@@ -269,7 +270,7 @@ class _Call:
 
 
 def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator: str | Integrator | None,
-          energy: bool = True, block: int | None = None) -> _Call:
+          energy: bool = True, block: int | None = None, fused: bool = False) -> _Call:
     integrator = integrator if integrator is not None else model.integrator
     if not supports(model, integrator):
         raise ValueError("the compiled rollout does not support this model/integrator; use the torch path")
@@ -285,7 +286,8 @@ def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator:
         raise ValueError(f"steps must have shape (T,) or ({B}, T), got {np.shape(h)}")
     integ = _INTEGRATOR_CODES[name]
     newton = integ == 3 or (integ in (1, 2) and packed.arch != 1)
-    cfg = np.array([packed.arch, packed.act, integ, n, int(newton), NEWTON_MAX_ITER, int(energy)], dtype=np.int64)
+    cfg = np.array([packed.arch, packed.act, integ, n, int(newton), NEWTON_MAX_ITER, int(energy), int(fused)],
+                   dtype=np.int64)
     block = block or _block_size(B, packed)
     return _Call(name, packed, q0, p0, h2, cfg, block, -(-B // block))
 
@@ -365,29 +367,56 @@ def rollout_vjp(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, gq: n
 
     Raises `IntegrationError` where the rollout itself would (it is re-run block by block).
     """
+    _, dq0, dp0, grads = _reverse(model, q0, p0, h, integrator, parallel, gq=gq, gp=gp)
+    return dq0, dp0, grads
+
+
+def rollout_sse(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, target: np.ndarray,
+                integrator: str | Integrator | None = None, *, parallel: bool | None = None
+                ) -> tuple[float, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The training loss's sum of squares and its gradient in one pass (no separate forward).
+
+    ``sse = Σ_{b, k≥1} |x_k − target[b, k−1]|²`` for ``target (B, T, 2·dof)`` (q then p), and its
+    gradients with respect to the start states and the weights (as `rollout_vjp`).
+    """
+    return _reverse(model, q0, p0, h, integrator, parallel, target=target)
+
+
+def _reverse(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator: str | Integrator | None,
+             parallel: bool | None, *, gq: np.ndarray | None = None, gp: np.ndarray | None = None,
+             target: np.ndarray | None = None) -> tuple[float, np.ndarray, np.ndarray, list[np.ndarray]]:
     if not supports_training(model, integrator):
         raise ValueError("the compiled adjoint does not support this model/integrator; use the torch path")
-    c = _call(model, q0, p0, h, integrator, block=_TRAIN_BLOCK)
+    fused = target is not None
+    c = _call(model, q0, p0, h, integrator, block=_TRAIN_BLOCK, fused=fused)
     B, T, n = c.shape
     dt = c.q0.dtype
-    gq = np.ascontiguousarray(gq, dtype=dt)
-    gp = np.ascontiguousarray(gp, dtype=dt)
-    if gq.shape != (B, T + 1, n) or gp.shape != (B, T + 1, n):
-        raise ValueError(f"state cotangents must have shape {(B, T + 1, n)}, got {gq.shape} and {gp.shape}")
+    if fused:
+        target = np.ascontiguousarray(target, dtype=dt)
+        if target.shape != (B, T, 2 * n):
+            raise ValueError(f"target must have shape {(B, T, 2 * n)}, got {target.shape}")
+        gq, gp = np.empty((B, T + 1, n), dt), np.empty((B, T + 1, n), dt)
+    else:
+        gq = np.ascontiguousarray(gq, dtype=dt)
+        gp = np.ascontiguousarray(gp, dtype=dt)
+        if gq.shape != (B, T + 1, n) or gp.shape != (B, T + 1, n):
+            raise ValueError(f"state cotangents must have shape {(B, T + 1, n)}, got {gq.shape} and {gp.shape}")
+        target = np.zeros((1, 1, 1), dt)
     dq0 = np.empty((B, n), dt)
     dp0 = np.empty((B, n), dt)
     err = np.zeros((c.n_blocks, 2), np.int64)
+    sse = np.zeros(c.n_blocks, np.float64)
     net = c.packed.net
     per_thread: list[tuple[np.ndarray, ...]] = []
 
-    def grads(i: int) -> tuple[Any, ...]:
+    def tail(i: int) -> tuple[Any, ...]:  # runs in this thread, before the threads start
         while len(per_thread) <= i:
             per_thread.append(tuple(np.zeros_like(net[j]) for j in (0, 1, 3, 4, 6, 7)))
-        return (per_thread[i], err)
+        return (per_thread[i], err, target, sse)
 
     args = (net, c.packed.nrm, c.cfg, c.packed.par, c.q0, c.p0, c.h, gq, gp, dq0, dp0, c.block)
     ranges = _run_blocks(_a.rollout_vjp, args, c.n_blocks,
-                         B >= PARALLEL_MIN_BATCH if parallel is None else parallel, grads)
+                         B >= PARALLEL_MIN_BATCH if parallel is None else parallel, tail)
     _raise(err, np.zeros(c.n_blocks), c.name)
     total = [sum(g[j] for g in per_thread[:ranges]) for j in range(6)]
     gW0, gb0, gWr, gbr, gWo, gbo = total
@@ -397,4 +426,4 @@ def rollout_vjp(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, gq: n
         for layer in range(gWr.shape[1]):
             out += [gWr[t, layer], gbr[t, layer]]
         out += [gWo[t], gbo[t]]
-    return dq0, dp0, out
+    return float(sse.sum()), dq0, dp0, out

@@ -274,14 +274,16 @@ def _zero(A, S):
 
 
 @njit(nogil=True, **JIT)
-def rollout_vjp(net, nrm, cfg, par, q0, p0, h, gq, gp, dq0, dp0, block, blk0, blk1, gw, err):
+def rollout_vjp(net, nrm, cfg, par, q0, p0, h, gq, gp, dq0, dp0, block, blk0, blk1, gw, err, target, sse):
     """Blocks ``blk0 … blk1−1``: re-run the rollout, then sweep back through the steps.
 
-    ``gq, gp (B, T+1, n)`` are the cotangents of the rolled-out states; the start states'
-    cotangents go to ``dq0, dp0 (B, n)`` and the weights' are added to ``gw``. A step that cannot
-    be re-run or whose implicit adjoint is singular sets ``err[blk] = (code, step)``.
+    ``gq, gp (B, T+1, n)`` are the cotangents of the rolled-out states — or, with ``cfg[7]``
+    (fused loss), outputs: those of Σ_{k≥1} |x_k − target_{k−1}|² for ``target (B, T, 2n)``, whose
+    value per block goes to ``sse[blk]``. The start states' cotangents go to ``dq0, dp0 (B, n)``
+    and the weights' are added to ``gw``. A step that cannot be re-run or whose implicit adjoint is
+    singular sets ``err[blk] = (code, step)``.
     """
-    arch, act, integ, n, max_iter = cfg[0], cfg[1], cfg[2], cfg[3], cfg[5]
+    arch, act, integ, n, max_iter, fused = cfg[0], cfg[1], cfg[2], cfg[3], cfg[5], cfg[7] != 0
     rh, offset, tol = par[0], par[1], par[2]
     mdl = (net, nrm, arch, act, rh, n, tol, max_iter, offset)
     B, T = q0.shape[0], h.shape[1]
@@ -338,20 +340,42 @@ def rollout_vjp(net, nrm, cfg, par, q0, p0, h, gq, gp, dq0, dp0, block, blk0, bl
                         Y[0, s, c] = X[s, c] + hf * hs[s] * R[s, c]
                         Y[1, s, c] = X[s, c] + hf * hs[s] * K2[s, c]
                         Y[2, s, c] = X[s, c] + hs[s] * K3[s, c]
+            if fused:  # the loss's residuals give the cotangents: d/dx Σ r² = 2r
+                acc = 0.0
+                for s in range(S):
+                    for c in range(n):
+                        rq = Xn[s, c] - target[b0 + s, k, c]
+                        rp = Xn[s, n + c] - target[b0 + s, k, n + c]
+                        acc += float(rq) * float(rq) + float(rp) * float(rp)
+                        gq[b0 + s, k + 1, c] = cst(one, 2.0) * rq
+                        gp[b0 + s, k + 1, c] = cst(one, 2.0) * rp
+                sse[blk] += acc
         if failed:
             continue
+        if fused:
+            for s in range(S):
+                for c in range(n):
+                    gq[b0 + s, 0, c] = cst(one, 0.0)
+                    gp[b0 + s, 0, c] = cst(one, 0.0)
         for s in range(S):
             for c in range(n):
                 LQ[s, c] = gq[b0 + s, T, c]
                 LP[s, c] = gp[b0 + s, T, c]
+        if integ == rk.LEAPFROG:  # the last step's closing kick; the others merge with the next opening one
+            _scaled(LP, Hs[T - 1], hf, S, TP)
+            half_vjp(net, nrm, 0, act, rh, n, Xs[T], TP, S, tw, gw, LQ)
         for k in range(T - 1, -1, -1):
             hs, X, Xn, Y = Hs[k], Xs[k], Xs[k + 1], Ys[k]
             if integ == rk.LEAPFROG:  # p½ = p + h/2·F(q); q1 = q + h·G(p½); p1 = p½ + h/2·F(q1)
-                _scaled(LP, hs, hf, S, TP)
-                half_vjp(net, nrm, 0, act, rh, n, Xn, TP, S, tw, gw, LQ)
                 _scaled(LQ, hs, one, S, TQ)
                 half_vjp(net, nrm, 1, act, rh, n, Y[0], TQ, S, tw, gw, LP)
-                _scaled(LP, hs, hf, S, TP)
+                # the opening kick of step k and the closing kick of step k−1 both evaluate F(q_k):
+                # one adjoint sweep with the sum of their cotangents (λp of x_k includes gp[k])
+                for s in range(S):
+                    a = hf * hs[s]
+                    b = hf * Hs[k - 1][s] if k > 0 else cst(one, 0.0)
+                    for c in range(n):
+                        TP[s, c] = a * LP[s, c] + b * (LP[s, c] + gp[b0 + s, k, c])
                 half_vjp(net, nrm, 0, act, rh, n, X, TP, S, tw, gw, LQ)
             elif integ == rk.SYMPLECTIC_EULER:  # p1 = p + h·F(q); q1 = q + h·G(p1)
                 _scaled(LQ, hs, one, S, TQ)

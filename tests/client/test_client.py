@@ -161,8 +161,8 @@ def test_wait_raises_job_failed_with_the_jobs_error(hinn: Client) -> None:
 def test_wait_times_out_then_cancel_ends_the_job(hinn: Client, capsys) -> None:
     data = hinn.create_dataset("long-data", system="spring", n_trajectories=5, t_end=1.0, dt=0.1)
     key = "client-test-long-job"
-    job = hinn.train("long", dataset_id=data["id"], training=tiny(epochs=50_000), idempotency_key=key)
-    again = hinn.train("long", dataset_id=data["id"], training=tiny(epochs=50_000), idempotency_key=key)
+    job = hinn.train("long", dataset_id=data["id"], training=tiny(epochs=50_000, patience=0), idempotency_key=key)
+    again = hinn.train("long", dataset_id=data["id"], training=tiny(epochs=50_000, patience=0), idempotency_key=key)
     assert again["id"] == job["id"]
     with pytest.raises(TimeoutError, match=job["id"]):
         hinn.wait(job, progress=True, timeout=1.0, poll=0.2)

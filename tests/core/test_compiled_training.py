@@ -108,6 +108,36 @@ def test_the_autograd_op_backpropagates_like_the_torch_rollout() -> None:
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize(("arch", "integrator"), [("hinn-separable", "leapfrog"), ("hinn", "rk4"),
+                                                 ("hinn", "implicit_midpoint"), ("mlp", "euler")])
+def test_fused_loss_equals_the_torch_loss_and_its_gradients(arch: str, integrator: str) -> None:
+    """`rollout_sse`: Σ_{k≥1} |x_k − target|² and its gradients from one pass; without gradients
+    (validation) the forward kernel gives the same value."""
+    model = _model(arch, "antitanh")
+    q0, p0, h = _inputs(19, 4, variable=True)
+    target = torch.as_tensor(np.random.default_rng(9).standard_normal((19, 4, 2 * DOF)))
+    values, grads = [], []
+    for fused in (True, False):
+        model.zero_grad(set_to_none=True)
+        start = torch.tensor(np.concatenate([q0, p0], 1), requires_grad=True)
+        if fused:
+            sse = compiled.rollout_sse(model, start[:, :DOF], start[:, DOF:], torch.as_tensor(h), target,
+                                       integrator)
+        else:
+            q, p = model.rollout(start[:, :DOF], start[:, DOF:], torch.as_tensor(h), integrator)
+            sse = ((torch.cat([q[:, 1:], p[:, 1:]], -1) - target) ** 2).sum()
+        (3.0 * sse).backward()  # the op's backward scales by its incoming gradient
+        values.append(float(sse.detach()))
+        grads.append([start.grad, *[w.grad for w in fastpath.parameters(model) if w.grad is not None]])
+    assert values[0] == pytest.approx(values[1], rel=1e-13)
+    for a, b in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():
+        plain = compiled.rollout_sse(model, torch.as_tensor(q0), torch.as_tensor(p0), torch.as_tensor(h), target,
+                                     integrator)
+    assert float(plain) == pytest.approx(values[1], rel=1e-13)
+
+
 def test_only_q_used_gives_zero_cotangent_for_p() -> None:
     model = _model("hinn-separable")
     q0, p0, h = _inputs(3, 4, variable=False)
@@ -163,8 +193,8 @@ def test_both_engines_train_the_same_model(spring, architecture: str, integrator
 
 def test_auto_engine_uses_the_compiled_adjoint_where_it_applies(spring, monkeypatch) -> None:
     calls = []
-    real = fastpath.rollout_vjp
-    monkeypatch.setattr(fastpath, "rollout_vjp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = fastpath.rollout_sse
+    monkeypatch.setattr(fastpath, "rollout_sse", lambda *a, **k: calls.append(1) or real(*a, **k))
     train(spring, ModelSpec(dof=1, width=8), TrainConfig(epochs=1, lbfgs_iterations=0))
     assert calls  # the default model (hinn-separable, leapfrog) trains on the compiled path
     calls.clear()

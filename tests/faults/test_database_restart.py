@@ -18,7 +18,7 @@ from fault_helpers import Proc, Serve, ThrowawayPostgres, assert_nothing_lost, p
 from hinn_client import Client
 from tests.service_helpers import make_db, wait_for
 
-EPOCHS = 400
+EPOCHS = 3000  # with patience 0: still training through the outage and a heartbeat (~4 ms an epoch)
 OUTAGE_SECONDS = 4.0
 
 
@@ -39,7 +39,7 @@ def test_the_worker_survives_a_database_restart_and_finishes_the_job(throwaway_p
     with Client(serve.url, timeout=30) as hinn:
         data = hinn.create_dataset("pg-restart", system="spring", n_trajectories=6, t_end=1.0, dt=0.1)
         job = hinn.train("pg-survivor", dataset_id=data["id"], model={"architecture": "hinn-separable", "width": 8},
-                         training={"epochs": EPOCHS, "lbfgs_iterations": 0})
+                         training={"epochs": EPOCHS, "lbfgs_iterations": 0, "patience": 0})
         wait_for(lambda: progress_epoch(db, job["id"]) >= 1, timeout=120, what="training to start")
         db.dispose()  # our own pooled connections would only be dead ones
 
