@@ -294,6 +294,9 @@ def rollout_vjp(net, nrm, cfg, par, q0, p0, h, gq, gp, dq0, dp0, block, blk0, bl
     tw = _trunk_workspace(net, block, q0)
     Xs = np.empty((T + 1, block, m), dt)
     Ys = np.empty((T, 3, block, m), dt)
+    # implicit midpoint: the last Newton iteration's Jacobian per step — the torch path's differentiable
+    # Newton step uses that one too, and it spares a Hessian sweep per step
+    Js = np.empty((T if integ == rk.IMPLICIT_MIDPOINT else 0, block, m, m), dt)
     Hs = np.empty((T, block), dt)  # per-step sizes
     Hb = np.empty(block, dt)
     LQ, LP = np.empty((block, n), dt), np.empty((block, n), dt)
@@ -330,9 +333,12 @@ def rollout_vjp(net, nrm, cfg, par, q0, p0, h, gq, gp, dq0, dp0, block, blk0, bl
                     for c in range(m):
                         Y[0, s, c] = sw[4][s, c]  # p½ in the second half
             elif integ == rk.IMPLICIT_MIDPOINT:
+                Jk = Js[k]
                 for s in range(S):
                     for c in range(m):
                         Y[0, s, c] = sw[10][s, c]  # the midpoint
+                        for j in range(m):
+                            Jk[s, c, j] = sw[5][s, c, j]
             elif integ == rk.RK4:
                 R, K2, K3 = sw[0], sw[1], sw[2]
                 for s in range(S):
@@ -414,10 +420,9 @@ def rollout_vjp(net, nrm, cfg, par, q0, p0, h, gq, gp, dq0, dp0, block, blk0, bl
                     for c in range(n):
                         LQ[s, c] = NQ[s, c] + DQ[s, c]
                         LP[s, c] = NP[s, c] + DP[s, c]
-            else:  # implicit midpoint: z − x − h/2·f(z) = 0, x1 = 2z − x
+            else:  # implicit midpoint: z − x − h/2·f(z) = 0, x1 = 2z − x (J: ∂f at the last Newton iterate)
                 Z = Y[0]
-                fd.rates_jacobian(net, nrm, arch, act, rh, n, Z, S, ws, fw, sw[0], sw[5], sw[8])
-                J = sw[5]
+                J = Js[k]
                 bad = False
                 for s in range(S):
                     a = hf * hs[s]
