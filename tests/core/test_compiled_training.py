@@ -61,7 +61,8 @@ def _assert_gradients_match(got, ref, dtype) -> None:
 def test_compiled_adjoint_equals_autograd_in_float64(arch: str, integrator: str, activation: str) -> None:
     model = _model(arch, activation, F64)
     assert fastpath.supports_training(model, integrator)
-    for batch, variable in ((1, False), (21, True)):  # one sample; a block and a remainder, per-sample steps
+    # one sample; one block (BLAS products); a full block and a 6-row remainder (loops), per-sample steps
+    for batch, variable in ((1, False), (21, True), (70, True)):
         q0, p0, h = _inputs(batch, 6, variable)
         gq, gp = _cotangents(model, batch, 6)
         got = fastpath.rollout_vjp(model, q0, p0, h, gq, gp, integrator)
