@@ -240,14 +240,18 @@ def _raise(err: np.ndarray, errv: np.ndarray, name: str) -> None:
     raise IntegrationError(f"step {k} ({name}): {reason}")
 
 
-def _block_size(batch: int, packed: Packed) -> int:
-    """Rows per block: enough to amortise loop overheads, small enough that the tangent
-    workspace ``(L+1)·S·d·w`` stays within a core's L2 cache."""
+def _block_size(batch: int, packed: Packed, newton: bool = True) -> int:
+    """Rows per block: enough to amortise loop and BLAS-call overheads, small enough that the
+    workspace stays in a core's cache. Explicit schemes: 64 rows (measured at batch 4096: 1.2–1.6×
+    the throughput of 16). Newton's tangent workspace ``(L+2)·S·d·w`` is kept within 256 KiB (two-body
+    size: 16 rows, larger blocks were slower; spring size: 64)."""
     if batch == 1:
         return 1
+    if not newton:
+        return min(64, batch)
     W0, Wr = packed.net[0], packed.net[3]
     per_row = (Wr.shape[1] + 2) * W0.shape[1] * W0.shape[2] * W0.itemsize
-    return int(max(1, min(16, batch, (1 << 20) // max(per_row, 1))))
+    return int(max(1, min(64, batch, (1 << 18) // max(per_row, 1))))
 
 
 @dataclass(frozen=True)
@@ -288,7 +292,7 @@ def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator:
     newton = integ == 3 or (integ in (1, 2) and packed.arch != 1)
     cfg = np.array([packed.arch, packed.act, integ, n, int(newton), NEWTON_MAX_ITER, int(energy), int(fused)],
                    dtype=np.int64)
-    block = block or _block_size(B, packed)
+    block = block or _block_size(B, packed, newton)
     return _Call(name, packed, q0, p0, h2, cfg, block, -(-B // block))
 
 
