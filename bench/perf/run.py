@@ -1,8 +1,9 @@
 """Performance benchmark: every prediction and training path side by side, in one run, as ratios.
 
-    python -m bench.perf.run                      # ~6 min on 2 cores; writes docs/performance.md
+    python -m bench.perf.run                      # ~14 min on 2 cores; writes docs/performance.md
     python -m bench.perf.run --quick              # ~1 min smoke run (fewer repeats, no HTTP 1024-IC case)
     python -m bench.perf.run --json perf.json     # also the raw figures
+    python -m bench.perf.run --render perf.json   # re-render the report from them (notes.md edited)
 
 For a spring-size network (d = 2: 2→32→32→32→1) and a two-body-size one (d = 8: 8→64→64→64→1),
 in float64 and float32, it times
@@ -420,11 +421,18 @@ def render(r: dict[str, Any]) -> str:
            "- **scipy RK45** — the HNN reference's prediction path: `solve_ivp(RK45, rtol=1e-9)` with an "
            "autograd ∇H per evaluation; its cost depends on the dynamics (the models are briefly trained on "
            "spring–mass and two-body so that the time scales are realistic).",
-           "- **training** — hinn's `_ValueAndGrad` is a hand-written adjoint of the gradient sweep (a few "
-           "large matmuls per layer) where double-backprop replays a dozen small recorded ops per layer.",
+           "- **hinn (training)** — `hinn_core.fastpath.rollout_sse`, training's default engine: one compiled "
+           "call per block of samples runs the rollout, forms the loss's residuals, and sweeps back through "
+           "each integrator's adjoint; every field evaluation on the way back is the adjoint of the ∇H sweep "
+           "(the Hessian-vector product for the states, ∂/∂θ (c·∇H) for the weights). Leapfrog's "
+           "consecutive kicks share one adjoint sweep; implicit midpoint solves the transposed Newton "
+           "system with the last iteration's Jacobian, as the torch path's differentiable Newton step does.",
+           "- **torch path (training)** — autograd through the integrator, with hinn's `_ValueAndGrad` (a "
+           "hand-written adjoint of the gradient sweep) for ∇H; *double-backprop* records the same sweep "
+           "op by op.",
            "", "The float64 agreement of the compiled path with the torch path is tested to ≤ 1e-10 for every "
-           "architecture × activation × integrator (`tests/core/test_fastpath.py`); the training adjoint "
-           "against double-backprop to round-off.", "",
+           "architecture × activation × integrator (`tests/core/test_fastpath.py`); the training adjoints "
+           "against autograd to round-off (`tests/core/test_compiled_training.py`).", "",
            "## Batch-1 latency, 1000-step rollout", "",
            "| size | dtype | model · integrator | hinn (ms) | hessQuik loop | autograd loop | torch path "
            "| scipy RK45 (nfev) | diff fast | diff autograd |",
@@ -499,7 +507,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sections", default="latency,throughput,training,hessian,http")
     ap.add_argument("--out", default=None, help="markdown report (default docs/performance.md; none with --quick)")
     ap.add_argument("--json", default=None, help="also write the raw figures here")
+    ap.add_argument("--render", default=None, metavar="JSON",
+                    help="only re-render the report from a run's raw figures (after editing notes.md)")
     args = ap.parse_args(argv)
+    if args.render:
+        text = render(json.loads(Path(args.render).read_text()))
+        Path(args.out or ROOT / "docs" / "performance.md").write_text(text)
+        return 0
     torch.set_num_threads(1)
     sections = set(args.sections.split(","))
     if args.no_http:
