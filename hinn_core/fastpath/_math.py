@@ -214,3 +214,29 @@ def activate(Z, A, D1, D2, S, act, rh, accumulate):
                 D1[s, j] = g
                 D2[s, j] = g * (one - g)
                 A[s, j] = keep * A[s, j] + step * softplus(z)
+
+
+@njit(**KERNEL)
+def activate_value(Z, A, S, act, rh, accumulate):
+    """`activate` without σ' and σ'': for passes that need the network's value only (H along a
+    trajectory), where the derivatives would be a third of the layer's cost."""
+    w = Z.shape[1]
+    one = cst(Z, 1.0)
+    keep = one if accumulate else cst(Z, 0.0)
+    step = rh if accumulate else one
+    for s in range(S):
+        if not accumulate:
+            for j in range(w):
+                A[s, j] = cst(Z, 0.0)
+        if act == TANH:
+            for j in range(w):
+                A[s, j] = keep * A[s, j] + step * tanh(Z[s, j])
+        elif act == SIGMOID:
+            for j in range(w):
+                A[s, j] = keep * A[s, j] + step * sigmoid(Z[s, j])
+        elif act == ANTITANH:
+            for j in range(w):
+                A[s, j] = keep * A[s, j] + step * antitanh(Z[s, j])
+        else:
+            for j in range(w):
+                A[s, j] = keep * A[s, j] + step * softplus(Z[s, j])

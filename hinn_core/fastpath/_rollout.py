@@ -272,7 +272,7 @@ def _workspaces(net, n, S, dtype_like):
 
 
 #: rows per block of the deferred kinetic-energy pass (wide enough for BLAS)
-POST_ROWS = 16
+POST_ROWS = 64
 
 
 @njit(inline="always", **JIT)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hinn_core.fastpath._math import JIT, KERNEL, activate, cst
+from hinn_core.fastpath._math import JIT, KERNEL, activate, activate_value, cst
 
 
 @njit(**KERNEL)
@@ -114,8 +114,18 @@ def outputs(net, t, S, ws, F):
 
 @njit(**KERNEL)
 def value(net, t, act, rh, U, S, ws, val):
-    """Output of a scalar trunk, ``val: (S,)``."""
-    forward(net, t, act, rh, U, S, ws)
+    """Output of a scalar trunk, ``val: (S,)`` (the forward pass without the activations' derivatives)."""
+    Z, A = ws[0], ws[1]
+    Wr, br = net[3][t], net[4][t]
+    matmul_bias(U, net[0][t], net[1][t], Z, S)
+    activate_value(Z, A, S, act, rh, False)
+    for layer in range(Wr.shape[0]):
+        b = br[layer]
+        for s in range(S):
+            for j in range(b.shape[0]):
+                Z[s, j] = b[j]
+        matmul_wide(A, Wr[layer], Z, S, True, ws[10])
+        activate_value(Z, A, S, act, rh, True)
     _scalar_out(net, t, S, ws, val)
 
 
