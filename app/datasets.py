@@ -18,7 +18,12 @@ from app.errors import NotFound, TooLarge
 from app.ids import new_id
 from app.settings import Settings
 from hinn_core.data import TrajectoryDataset, generate_dataset
-from hinn_core.dataio import dataset_from_npz_bytes, dataset_to_npz_bytes
+from hinn_core.dataio import dataset_from_bytes, dataset_from_npz_bytes, dataset_to_npz_bytes
+from hinn_core.errors import DataLimitError
+
+#: uncompressed array bytes an uploaded NPZ may declare, per byte of HINN_MAX_BODY_BYTES (the body
+#: limit counts compressed bytes; zeros deflate ~1000:1, real float data barely compress)
+NPZ_BYTES_PER_BODY_BYTE = 16
 
 
 def check_limits(ds_n_trajectories: int, n_points: int, settings: Settings) -> None:
@@ -29,6 +34,20 @@ def check_limits(ds_n_trajectories: int, n_points: int, settings: Settings) -> N
     if n_points > settings.max_dataset_points:
         raise TooLarge(f"{n_points} time points exceed the limit of {settings.max_dataset_points} per dataset "
                        "(HINN_MAX_DATASET_POINTS)", field="trajectories")
+
+
+def parse_upload(data: bytes, filename: str, settings: Settings) -> TrajectoryDataset:
+    """Parse an uploaded file; an NPZ that declares more than the limits is refused (413 naming the
+    bound and the array) before any of its arrays is decompressed."""
+    try:
+        return dataset_from_bytes(data, filename, max_points=settings.max_dataset_points,
+                                  max_bytes=NPZ_BYTES_PER_BODY_BYTE * settings.max_body_bytes)
+    except DataLimitError as exc:
+        if exc.bound == "max_points":
+            raise TooLarge(f"declares {exc.declared} time points, over the limit of {exc.limit} per dataset "
+                           "(HINN_MAX_DATASET_POINTS)", field=exc.field) from None
+        raise TooLarge(f"declares {exc.declared} bytes of uncompressed array data, over the limit of {exc.limit} "
+                       f"({NPZ_BYTES_PER_BODY_BYTE} × HINN_MAX_BODY_BYTES)", field=exc.field) from None
 
 
 def generate(spec: dict[str, Any], settings: Settings) -> TrajectoryDataset:
@@ -75,6 +94,6 @@ def load(s: Session, dataset_id: str) -> TrajectoryDataset:
     row = get(s, dataset_id)
     blob = s.scalar(select(Dataset.data).where(Dataset.id == dataset_id))
     assert blob is not None
-    ds = dataset_from_npz_bytes(blob)
+    ds = dataset_from_npz_bytes(blob, max_bytes=None)  # written by `store`, within the limits then
     ds.source = dict(row.source)
     return ds

@@ -72,7 +72,7 @@ def train_job(payload: dict[str, Any], progress: Any) -> dict[str, Any]:
     if payload.get("threads"):
         torch.set_num_threads(int(payload["threads"]))
     request = payload["request"]
-    data = dataset_from_npz_bytes(payload["dataset_npz"])
+    data = dataset_from_npz_bytes(payload["dataset_npz"], max_bytes=None)  # the stored blob, bounded at upload
     data.source = dict(payload.get("dataset_source") or data.source)
     test_fraction = float(request.get("test_fraction", 0.2))
     if len(data) >= 5 and test_fraction > 0:

@@ -21,6 +21,7 @@ from hinn_core.errors import (
     ArtifactError,
     ConfigError,
     DataError,
+    DataLimitError,
     HinnError,
     IntegrationError,
     TrainingCancelled,
@@ -37,7 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCHITECTURES", "DEFAULT_ACTIVATION", "DEFAULT_INTEGRATOR", "INTEGRATORS", "SYSTEMS",
-    "ArtifactError", "ConfigError", "DataError", "DynamicsModel", "HinnError", "IntegrationError",
+    "ArtifactError", "ConfigError", "DataError", "DataLimitError", "DynamicsModel", "HinnError", "IntegrationError",
     "LoadedModel", "ModelSpec", "Prediction", "System", "TrainConfig", "TrainResult", "Trajectory",
     "TrajectoryDataset", "TrainingCancelled", "TrainingDiverged",
     "build_metadata", "evaluate", "generate_dataset", "get_integrator", "integrate", "load_dataset",

@@ -10,7 +10,11 @@ Formats (chosen by the file suffix):
   Errors name ``row N, column NAME`` with N the 1-based line number of the file (header = line 1).
 * ``.npz`` — stacked ``t`` (N, T+1) or shared (T+1,), ``q``/``p`` (N, T+1, n); or ragged
   ``t_0, q_0, p_0, t_1, ...``; optional ``source_json`` (UTF-8 bytes as uint8). Always read
-  with ``allow_pickle=False``: object arrays are refused, never unpickled.
+  with ``allow_pickle=False``: object arrays are refused, never unpickled. Before any array is
+  loaded, the ``.npy`` header of every member the reader would load is checked: object dtypes,
+  members without a NumPy header, and declared sizes over ``max_points`` (time points) or
+  ``max_bytes`` (uncompressed bytes; a few hundred KB of DEFLATE can declare gigabytes of zeros)
+  raise before anything is allocated — the latter two as `DataLimitError`.
 
 Every malformed input raises `DataError` whose ``field`` points at the offending key, column or
 row. The ``*_text``/``*_bytes`` variants serve uploads that never touch the file system.
@@ -24,17 +28,23 @@ import json
 import math
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hinn_core.data import Trajectory, TrajectoryDataset
-from hinn_core.errors import DataError
+from hinn_core.errors import DataError, DataLimitError
 
 FORMAT_NAME = "hinn-trajectories"
 FORMAT_VERSION = 1
 SUFFIXES = (".json", ".csv", ".npz")
+#: Default bound on the uncompressed bytes that the arrays read from one NPZ archive may declare
+#: (``max_bytes``; ``None`` lifts it). Compressed size says nothing: zeros deflate ~1000:1.
+DEFAULT_NPZ_MAX_BYTES = 1 << 30
+#: the NPZ keys this module reads; other members are never loaded, so never checked
+_NPZ_KEY = re.compile(r"[tqp](?:_\d+)?|source_json")
 
 
 def _json_default(obj: Any) -> Any:
@@ -205,6 +215,83 @@ def dataset_to_npz_bytes(ds: TrajectoryDataset) -> bytes:
     return buf.getvalue()
 
 
+def _npz_headers(data: bytes) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of each member the reader may load, from its ``.npy`` header alone.
+
+    Only the first few hundred bytes of each member are decompressed. Keys map to members the way
+    `numpy.lib.npyio.NpzFile` maps them (``"q"`` → ``"q.npy"``, the last of duplicate names wins).
+    Object dtypes (which only unpickling could read) and members without a NumPy header (which
+    `numpy.load` would hand back whole as bytes) are refused here.
+    """
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise DataError(f"is not a readable NPZ archive: {e}", field="file") from None
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    with zf:
+        names = zf.namelist()
+        for key, member in dict(zip([n.removesuffix(".npy") for n in names], names, strict=True)).items():
+            if not _NPZ_KEY.fullmatch(key):
+                continue
+            try:
+                with zf.open(member) as f:
+                    if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                        raise DataError("is not a .npy array (the archive member has no NumPy header)", field=key)
+                    f.seek(0)
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:  # 3.0 only serves structured dtypes with non-Latin-1 field names: never numeric
+                        raise DataError(f"has unsupported .npy format version {version}", field=key)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                    RuntimeError) as e:  # RuntimeError: encrypted member; NotImplementedError: compression
+                if isinstance(e, DataError):
+                    raise
+                raise DataError(f"is corrupt: {e}", field=key) from None
+            if dtype.hasobject:
+                raise DataError(f"cannot be read without unpickling (dtype {dtype} holds Python objects); "
+                                "store numeric arrays only", field=key)
+            headers[key] = (tuple(int(n) for n in shape), dtype)
+    return headers
+
+
+def _npz_points(key: str, shape: tuple[int, ...]) -> int:
+    """Time points an array declares: all of ``t``; all but the last (dof) axis of ``q``/``p``."""
+    return math.prod(shape if key.startswith("t") else shape[:-1])
+
+
+def _check_npz_limits(headers: dict[str, tuple[tuple[int, ...], np.dtype]], max_points: int | None,
+                      max_bytes: int | None) -> None:
+    """`DataLimitError` naming the array whose declared shape takes the archive over a limit."""
+    if max_points is not None:
+        for key in ("t", "q", "p"):  # stacked: each array declares the whole dataset
+            if key in headers and (n := _npz_points(key, headers[key][0])) > max_points:
+                raise DataLimitError(
+                    f"declares {n} time points (shape {headers[key][0]}), over the limit of {max_points}",
+                    field=key, bound="max_points", limit=max_points, declared=n)
+        total, i = 0, 0
+        while f"t_{i}" in headers:  # ragged: trajectories add up, in the order they are read
+            present = [k for k in (f"t_{i}", f"q_{i}", f"p_{i}") if k in headers]
+            key = max(present, key=lambda k: _npz_points(k, headers[k][0]))
+            total += _npz_points(key, headers[key][0])
+            if total > max_points:
+                raise DataLimitError(
+                    f"brings the declared time points to {total} (shape {headers[key][0]}), over the limit "
+                    f"of {max_points}", field=key, bound="max_points", limit=max_points, declared=total)
+            i += 1
+    if max_bytes is not None:
+        total = 0
+        for key, (shape, dtype) in headers.items():
+            total += math.prod(shape) * dtype.itemsize
+            if total > max_bytes:
+                raise DataLimitError(
+                    f"declares shape {shape} of {dtype}, bringing the archive to {total} bytes uncompressed, "
+                    f"over the limit of {max_bytes} bytes", field=key, bound="max_bytes", limit=max_bytes,
+                    declared=total)
+
+
 def _npz_array(npz: Any, key: str, ndims: tuple[int, ...]) -> np.ndarray:
     """``npz[key]`` as a numeric array of one of ``ndims``, loaded without pickle."""
     if key not in npz.files:
@@ -252,8 +339,17 @@ def _npz_trajectory(t: np.ndarray, q: np.ndarray, p: np.ndarray, names: tuple[st
         raise _remap(e, dict(zip(("t", "q", "p"), names, strict=True))) from None
 
 
-def dataset_from_npz_bytes(data: bytes) -> TrajectoryDataset:
-    """Parse and validate NPZ bytes (see the module docstring); never unpickles."""
+def dataset_from_npz_bytes(data: bytes, *, max_points: int | None = None,
+                           max_bytes: int | None = DEFAULT_NPZ_MAX_BYTES) -> TrajectoryDataset:
+    """Parse and validate NPZ bytes (see the module docstring); never unpickles.
+
+    Before any array is loaded, its ``.npy`` header is checked: `DataLimitError` (a `DataError`
+    naming the array) when the archive declares more than ``max_points`` time points or more than
+    ``max_bytes`` uncompressed bytes in the arrays it would read (``None``: no such limit).
+    """
+    if data[: len(np.lib.format.MAGIC_PREFIX)] == np.lib.format.MAGIC_PREFIX:  # not loaded: it could be huge
+        raise DataError("is a single .npy array; expected an NPZ archive with keys t, q, p", field="file")
+    _check_npz_limits(_npz_headers(data), max_points, max_bytes)
     try:
         npz = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -319,11 +415,16 @@ def _suffix(path: str | Path) -> str:
     return suffix
 
 
-def dataset_from_bytes(data: bytes, filename: str) -> TrajectoryDataset:
-    """Parse an uploaded file's bytes; the format comes from ``filename``'s suffix."""
+def dataset_from_bytes(data: bytes, filename: str, *, max_points: int | None = None,
+                       max_bytes: int | None = DEFAULT_NPZ_MAX_BYTES) -> TrajectoryDataset:
+    """Parse an uploaded file's bytes; the format comes from ``filename``'s suffix.
+
+    ``max_points``/``max_bytes`` bound what an NPZ archive may declare (see `dataset_from_npz_bytes`);
+    JSON and CSV hold their numbers as text, so their size is already bounded by ``len(data)``.
+    """
     suffix = _suffix(filename)
     if suffix == ".npz":
-        return dataset_from_npz_bytes(data)
+        return dataset_from_npz_bytes(data, max_points=max_points, max_bytes=max_bytes)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -344,11 +445,12 @@ def save_dataset(ds: TrajectoryDataset, path: str | Path) -> Path:
     return path
 
 
-def load_dataset(path: str | Path) -> TrajectoryDataset:
-    """Read and validate a dataset file; the format comes from the suffix."""
+def load_dataset(path: str | Path, *, max_points: int | None = None,
+                 max_bytes: int | None = DEFAULT_NPZ_MAX_BYTES) -> TrajectoryDataset:
+    """Read and validate a dataset file; the format comes from the suffix (limits: `dataset_from_bytes`)."""
     _suffix(path)
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise DataError(f"cannot be read: {e.strerror or e}", field="path") from None
-    return dataset_from_bytes(data, str(path))
+    return dataset_from_bytes(data, str(path), max_points=max_points, max_bytes=max_bytes)

@@ -20,6 +20,19 @@ class DataError(HinnError, ValueError):
         self.problem = message
 
 
+class DataLimitError(DataError):
+    """Data declare more than a caller's size limit (``bound``: ``"max_points"`` or ``"max_bytes"``).
+
+    Raised before the data are allocated; ``declared`` is what the input claims, ``limit`` the bound.
+    """
+
+    def __init__(self, message: str, field: str | None = None, *, bound: str, limit: int, declared: int) -> None:
+        super().__init__(message, field=field)
+        self.bound = bound
+        self.limit = limit
+        self.declared = declared
+
+
 class ConfigError(HinnError, ValueError):
     """A model, integrator or training option is unknown or out of range."""
 

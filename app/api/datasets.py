@@ -30,7 +30,6 @@ from app.schemas import (
 )
 from app.settings import Settings
 from hinn_core import ConfigError, DataError, TrajectoryDataset, make_system
-from hinn_core.dataio import dataset_from_bytes
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -101,7 +100,7 @@ def upload_dataset(request: Request, response: Response, db: DbDep, settings: Se
         raise Unprocessable("needs a file name ending in .csv, .npz or .json", field="file")
     data = file.file.read()
     try:
-        ds = dataset_from_bytes(data, filename)
+        ds = datasets.parse_upload(data, filename, settings)  # 413 when an NPZ declares too much
     except DataError as exc:
         if exc.field == "path":  # the suffix: the client's name for it is the file
             raise DataError(exc.problem, field="file") from None

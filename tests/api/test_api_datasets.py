@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
@@ -13,6 +14,7 @@ from api_helpers import TestClient, assert_problem, make_settings, newest_first,
 from app.main import create_app
 from hinn_core import generate_dataset
 from hinn_core.dataio import dataset_to_csv_text, dataset_to_json, dataset_to_npz_bytes
+from tests.npz_bombs import deflate_npz
 
 GOOD_CSV = "trajectory,t,q0,p0\n0,0.0,1.0,0.0\n0,0.1,0.99,-0.1\n1,0.0,0.5,0.5\n1,0.2,0.6,0.4\n"
 
@@ -143,6 +145,30 @@ def test_trajectory_limits_are_413(build: Callable[..., TestClient]) -> None:
         generate_dataset("spring", 4, 0.3, 0.1)).encode())})
     assert_problem(r, 413, "trajectories")
     assert n_datasets(client) == 0
+
+
+def test_npz_declaring_too_much_is_413_before_it_is_decompressed(build: Callable[..., TestClient]) -> None:
+    client = build(max_dataset_points=1000, max_body_bytes=64 * 1024)  # NPZ arrays: ≤ 16 × 64 KiB = 1 MiB
+    n = 1_000_000
+    bomb = deflate_npz({"t": (n,), "q": (1, n, 1), "p": (1, n, 1)})  # 24 MB of zeros, deflated
+    assert len(bomb) < 32 * 1024
+    tracemalloc.start()
+    try:
+        r = client.post(url(client, "upload_dataset"), files={"file": ("bomb.npz", bomb)})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    body = assert_problem(r, 413, "t")
+    assert "1000000 time points" in body["detail"] and "limit of 1000" in body["detail"]
+    assert "HINN_MAX_DATASET_POINTS" in body["detail"]
+    assert peak < 8 * 2**20  # the 24 MB declared were never allocated
+    wide = deflate_npz({"t": (2,), "q": (1, 2, 100_000), "p": (1, 2, 100_000)})  # 2 points, 3.2 MB
+    body = assert_problem(client.post(url(client, "upload_dataset"), files={"file": ("wide.npz", wide)}), 413, "q")
+    assert "limit of 1048576" in body["detail"] and "HINN_MAX_BODY_BYTES" in body["detail"]
+    assert n_datasets(client) == 0
+    ok = dataset_to_npz_bytes(generate_dataset("spring", 3, 0.5, 0.1, seed=2))
+    r = client.post(url(client, "upload_dataset"), files={"file": ("ok.npz", ok)})
+    assert r.status_code == 201 and r.json()["n_points"] == 18, r.text
 
 
 def test_body_over_the_limit_is_413(build: Callable[..., TestClient]) -> None:

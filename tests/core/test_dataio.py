@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 
 from hinn_core.data import Trajectory, TrajectoryDataset, generate_dataset
 from hinn_core.dataio import (
+    DEFAULT_NPZ_MAX_BYTES,
     dataset_from_bytes,
     dataset_from_csv_text,
     dataset_from_json,
@@ -22,7 +25,8 @@ from hinn_core.dataio import (
     load_dataset,
     save_dataset,
 )
-from hinn_core.errors import DataError
+from hinn_core.errors import DataError, DataLimitError
+from tests.npz_bombs import deflate_npz
 
 FORMATS = [".json", ".csv", ".npz"]
 
@@ -220,6 +224,83 @@ def test_npz_object_array_is_refused_without_unpickling(tmp_path: Path) -> None:
     assert UNPICKLED == []  # the payload never ran
     np.load(io.BytesIO(data), allow_pickle=True)["q"]  # sanity: it *would* run if unpickled
     assert UNPICKLED == ["payload ran"]
+
+
+BOMB_POINTS = 8_000_000  # 3 arrays × 64 MB of float64 zeros declared; ~190 KB once deflated
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return deflate_npz({"t": (BOMB_POINTS,), "q": (1, BOMB_POINTS, 1), "p": (1, BOMB_POINTS, 1)})
+
+
+def _limit_error(data: bytes, **limits: Any) -> tuple[DataLimitError, int]:
+    """The `DataLimitError` that reading ``data`` raises, and the peak memory traced meanwhile."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataLimitError) as info:
+            dataset_from_npz_bytes(data, **limits)
+        return info.value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_npz_deflate_bomb_is_refused_before_its_arrays_are_allocated(bomb: bytes, tmp_path: Path) -> None:
+    declared = 3 * 8 * BOMB_POINTS
+    assert len(bomb) < 300_000 < declared // 500
+    err, peak = _limit_error(bomb, max_points=1_000_000)
+    assert (err.field, err.bound, err.limit, err.declared) == ("t", "max_points", 1_000_000, BOMB_POINTS)
+    assert isinstance(err, DataError) and "over the limit of 1000000" in err.problem
+    assert peak < 4 * 2**20 < declared // 40  # nothing near the 192 MB declared was allocated
+    err, peak = _limit_error(bomb, max_bytes=64 * 2**20)  # t alone fits; t + q do not
+    assert (err.field, err.bound, err.declared) == ("q", "max_bytes", 2 * 8 * BOMB_POINTS)
+    assert peak < 4 * 2**20
+    (tmp_path / "bomb.npz").write_bytes(bomb)
+    with pytest.raises(DataLimitError) as info:
+        load_dataset(tmp_path / "bomb.npz", max_points=10)
+    assert info.value.field == "t"
+
+
+def test_npz_declared_size_is_bounded_by_default() -> None:
+    """Headers alone may declare terabytes (the data need not even be there): the default limit holds."""
+    huge = deflate_npz({"t": (10**6,), "q": (1, 10**6, 10**6), "p": (1, 10**6, 1)}, truncated=True)
+    err, peak = _limit_error(huge)
+    assert (err.field, err.bound, err.limit) == ("q", "max_bytes", DEFAULT_NPZ_MAX_BYTES)
+    assert peak < 2**20
+    ragged = deflate_npz({"t_0": (10,), "q_0": (10, 1), "p_0": (10, 1), "t_1": (10,), "q_1": (10**9, 1),
+                          "p_1": (10, 1)}, truncated=True)
+    err, _ = _limit_error(ragged, max_points=100)  # trajectory 1 declares 10**9 points in q_1
+    assert (err.field, err.declared) == ("q_1", 10 + 10**9)
+
+
+def test_npz_limits_admit_data_within_them(ragged: TrajectoryDataset, variable_steps: TrajectoryDataset) -> None:
+    for ds in (ragged, variable_steps):
+        data = dataset_to_npz_bytes(ds)
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            nbytes = sum(npz[k].nbytes for k in npz.files)
+        _assert_same(ds, dataset_from_npz_bytes(data, max_points=ds.n_points, max_bytes=nbytes))
+        assert _limit_error(data, max_points=ds.n_points - 1)[0].bound == "max_points"
+        assert _limit_error(data, max_bytes=nbytes - 1)[0].bound == "max_bytes"
+        _assert_same(ds, dataset_from_bytes(data, "x.npz", max_points=ds.n_points, max_bytes=None))
+
+
+def test_npz_members_without_a_numpy_header_are_refused_unread() -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("t.npy", _npz_member(np.linspace(0, 1, 4)))
+        zf.writestr("q", bytes(10**6))  # numpy.load would hand this back whole, as bytes
+        zf.writestr("p.npy", _npz_member(np.zeros((1, 4, 1))))
+    err = _npz_error(buf.getvalue())
+    assert err.field == "q" and "no NumPy header" in err.problem
+    bare = io.BytesIO()
+    np.lib.format.write_array_header_1_0(bare, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    assert _npz_error(bare.getvalue()).field == "file"  # a bare .npy header: refused, not allocated
+
+
+def _npz_member(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
 
 
 def test_json_missing_trajectories_and_dof_mismatch(ragged: TrajectoryDataset) -> None:
