@@ -274,7 +274,8 @@ class _Call:
 
 
 def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator: str | Integrator | None,
-          energy: bool = True, block: int | None = None, fused: bool = False) -> _Call:
+          energy: bool = True, block: int | None = None, fused: bool = False,
+          reuse_jacobian: bool = True) -> _Call:
     integrator = integrator if integrator is not None else model.integrator
     if not supports(model, integrator):
         raise ValueError("the compiled rollout does not support this model/integrator; use the torch path")
@@ -290,8 +291,8 @@ def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator:
         raise ValueError(f"steps must have shape (T,) or ({B}, T), got {np.shape(h)}")
     integ = _INTEGRATOR_CODES[name]
     newton = integ == 3 or (integ in (1, 2) and packed.arch != 1)
-    cfg = np.array([packed.arch, packed.act, integ, n, int(newton), NEWTON_MAX_ITER, int(energy), int(fused)],
-                   dtype=np.int64)
+    cfg = np.array([packed.arch, packed.act, integ, n, int(newton), NEWTON_MAX_ITER, int(energy), int(fused),
+                    round(1e6 * _k.CHORD_RATE) if reuse_jacobian is True else int(reuse_jacobian)], dtype=np.int64)
     block = block or _block_size(B, packed, newton)
     return _Call(name, packed, q0, p0, h2, cfg, block, -(-B // block))
 
@@ -323,14 +324,16 @@ def _train_block_size(batch: int, packed: Packed) -> int:
 
 def rollout(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray,
             integrator: str | Integrator | None = None, *, parallel: bool | None = None,
-            energy: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+            energy: bool = True, reuse_jacobian: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Integrate ``q0, p0: (B, dof)`` over steps ``h: (T,)`` or ``(B, T)`` as `DynamicsModel.rollout`.
 
     Returns ``q, p: (B, T+1, dof)`` and the learned ``H: (B, T+1)`` (None for the vector field, or
     with ``energy=False``), in the model's dtype. ``parallel`` (default: B ≥ `PARALLEL_MIN_BATCH`)
-    spreads blocks over threads.
+    spreads blocks over threads. Implicit stages solve to the torch path's tolerance by simplified
+    Newton, which keeps a Jacobian across iterations and steps while it contracts well;
+    ``reuse_jacobian=False`` re-evaluates it every iteration, as the torch path (same root).
     """
-    c = _call(model, q0, p0, h, integrator, energy)
+    c = _call(model, q0, p0, h, integrator, energy, reuse_jacobian=reuse_jacobian)
     B, T, n = c.shape
     dt = c.q0.dtype
     q = np.empty((B, T + 1, n), dt)

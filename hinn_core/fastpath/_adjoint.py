@@ -285,7 +285,7 @@ def rollout_vjp(net, nrm, cfg, par, q0, p0, h, gq, gp, dq0, dp0, block, blk0, bl
     """
     arch, act, integ, n, max_iter, fused = cfg[0], cfg[1], cfg[2], cfg[3], cfg[5], cfg[7] != 0
     rh, offset, tol = par[0], par[1], par[2]
-    mdl = (net, nrm, arch, act, rh, n, tol, max_iter, offset)
+    mdl = (net, nrm, arch, act, rh, n, tol, max_iter, offset, 0)  # 0: full Newton, as torch
     B, T = q0.shape[0], h.shape[1]
     shared = h.shape[0] == 1
     m = 2 * n

@@ -23,6 +23,11 @@ EULER, SYMPLECTIC_EULER, LEAPFROG, IMPLICIT_MIDPOINT, RK4 = 0, 1, 2, 3, 4
 OK, NONFINITE_STATE, NONFINITE_NEWTON, SINGULAR, NO_CONVERGENCE = 0, 1, 2, 3, 4
 #: Newton unknowns: the midpoint (2n), the momentum stage P or the position stage Q (n each)
 MIDPOINT, P_STAGE, Q_STAGE = 0, 1, 2
+#: simplified Newton (prediction): re-evaluate the Jacobian when an iteration shrinks the correction
+#: by less than this factor (1e-3: with a fresher Jacobian the next iterations cost less than the
+#: re-evaluation, which is 2–4 gradient sweeps; measured at d2w32/d8w64, batch 1 and 4096, against
+#: 2e-4 … 0.05); at most CHORD_FACTOR × the Newton cap iterations in all
+CHORD_RATE, CHORD_FACTOR = 1e-3, 4
 
 
 @njit(**KERNEL)
@@ -68,16 +73,28 @@ def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
 
     MIDPOINT: z − x − hh·f(z) = 0 (z: 2n); P_STAGE: P − p − hh·f_p(q, P) = 0; Q_STAGE:
     Q − q − hh·(v0 + f_q(Q, p½)) = 0 with ``base = p½``. Returns ``(code, last correction)``.
+
+    ``mdl[9] == 0`` (training): Newton with a fresh Jacobian every iteration, as the torch path,
+    whose differentiable step needs the last iteration's Jacobian. ``mdl[9] == 1`` (prediction):
+    simplified Newton: the block's Jacobian (``sw[5]``, valid while ``sw[16][0]``) is kept across
+    iterations and steps and re-evaluated at the current iterate only when an iteration contracts
+    by less than `CHORD_RATE`, fails to be finite, or meets a singular matrix. The root and the
+    stopping test are the same; only Newton iterations (fresh Jacobians) count against the cap.
     """
     net, nrm, arch, act, rh, n, tol, max_iter = mdl[0], mdl[1], mdl[2], mdl[3], mdl[4], mdl[5], mdl[6], mdl[7]
+    reuse = mdl[9] != 0
+    rate = cst(x, mdl[9] * 1e-6)  # the contraction below which a kept Jacobian stays (`CHORD_RATE`)
     Y, R, J, M, r, Hs, active = sw[4], sw[0], sw[5], sw[6], sw[7], sw[8], sw[9]
+    prev, valid = sw[15], sw[16]
     dz = 2 * n if kind == MIDPOINT else n
     lo = n if kind == P_STAGE else 0  # the rows/columns of J that belong to the unknown
     one = cst(x, 1.0)
     for s in range(S):
         active[s] = True
+        prev[s] = cst(x, np.inf)
     last = cst(x, 0.0)
-    for _ in range(max_iter):
+    fresh_count = 0
+    for _ in range(CHORD_FACTOR * max_iter):
         for s in range(S):
             if kind == MIDPOINT:
                 for c in range(2 * n):
@@ -90,7 +107,15 @@ def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
                 for c in range(n):
                     Y[s, c] = z[s, c]
                     Y[s, n + c] = base[s, c]
-        fd.rates_jacobian(net, nrm, arch, act, rh, n, Y, S, ws, fw, R, J, Hs)
+        fresh = not (reuse and valid[0])
+        if fresh:
+            if fresh_count == max_iter:
+                return NO_CONVERGENCE, last
+            fresh_count += 1
+            fd.rates_jacobian(net, nrm, arch, act, rh, n, Y, S, ws, fw, R, J, Hs)
+            valid[0] = True
+        else:
+            fd.rates(net, nrm, arch, act, rh, n, Y, S, ws, fw, R)
         last = cst(x, 0.0)
         remaining = 0
         for s in range(S):
@@ -105,19 +130,33 @@ def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
                 for j in range(dz):
                     M[i, j] = (one if i == j else cst(x, 0.0)) - h * J[s, lo + i, lo + j]
             if not solve_inplace(M, r, dz):
-                return SINGULAR, cst(x, 0.0)
+                if fresh:
+                    return SINGULAR, cst(x, 0.0)
+                valid[0] = False  # a stale Jacobian went singular: re-evaluate, retry
+                remaining += 1
+                continue
             big_dz = cst(x, 0.0)
             big_z = cst(x, 0.0)
             finite = True
             for i in range(dz):
                 zi = z[s, i] - r[i]
-                z[s, i] = zi
                 if not np.isfinite(zi):
                     finite = False
                 big_dz = max(big_dz, abs(r[i]))
                 big_z = max(big_z, abs(zi))
             if not finite:
-                return NONFINITE_NEWTON, cst(x, 0.0)
+                if fresh:
+                    for i in range(dz):
+                        z[s, i] = z[s, i] - r[i]
+                    return NONFINITE_NEWTON, cst(x, 0.0)
+                valid[0] = False  # keep z, retry with a fresh Jacobian
+                remaining += 1
+                continue
+            for i in range(dz):
+                z[s, i] = z[s, i] - r[i]
+            if reuse and not fresh and big_dz > rate * prev[s]:
+                valid[0] = False  # the stale Jacobian contracts too slowly: refresh
+            prev[s] = big_dz
             if big_dz <= tol * (one + big_z):
                 active[s] = False
             else:
@@ -267,7 +306,7 @@ def _workspaces(net, n, S, dtype_like):
     sw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt),
           np.empty((S, m), dt), np.empty((S, m, m), dt), np.empty((m, m), dt), np.empty(m, dt),
           np.empty((m, m), dt), np.empty(S, np.bool_), np.empty((S, m), dt), np.empty(S, dt), np.empty((S, n), dt),
-          np.empty((S, m), dt), np.empty(S, dt))
+          np.empty((S, m), dt), np.empty(S, dt), np.empty(S, dt), np.zeros(1, np.bool_))
     return ws, fw, sw
 
 
@@ -300,7 +339,7 @@ def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, 
     written in place (``Hout`` only when ``cfg[6]``), errors into ``err[blk]``, ``errv[blk]``."""
     arch, act, integ, n, newton_used, max_iter = cfg[0], cfg[1], cfg[2], cfg[3], cfg[4], cfg[5]
     rh, offset, tol = par[0], par[1], par[2]
-    mdl = (net, nrm, arch, act, rh, n, tol, max_iter, offset)
+    mdl = (net, nrm, arch, act, rh, n, tol, max_iter, offset, cfg[8])  # cfg[8]: 1e6 × CHORD_RATE, or 0
     B, T = q0.shape[0], h.shape[1]
     shared = h.shape[0] == 1
     m = 2 * n
@@ -324,6 +363,7 @@ def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, 
                 pout[b0 + s, 0, c] = X[s, n + c]
         cached = False
         failed = False
+        sw[16][0] = False  # no Jacobian yet for this block's rows
         for k in range(T):
             for s in range(S):
                 hs[s] = h[0, k] if shared else h[b0 + s, k]

@@ -96,6 +96,25 @@ def test_predict_uses_the_compiled_engine_and_equals_the_torch_engine(arch: str)
         np.testing.assert_array_equal(a, c)  # auto picked the compiled engine
 
 
+@pytest.mark.parametrize(("arch", "integrator"), [
+    ("hinn", "implicit_midpoint"), ("hinn-separable", "implicit_midpoint"), ("mlp", "implicit_midpoint"),
+    ("hinn", "leapfrog"), ("hinn", "symplectic_euler"), ("mlp", "leapfrog")])
+@pytest.mark.parametrize("h_max", [0.02, 0.6])
+def test_simplified_newton_finds_the_full_newton_root(arch: str, integrator: str, h_max: float) -> None:
+    """Prediction keeps the Newton Jacobian across iterations and steps: over a long rollout with
+    small steps (the Jacobian is reused for many steps) and large variable ones (it is re-evaluated
+    when the contraction stalls) it lands on the root that full Newton and the torch path find."""
+    model = _model(arch)
+    rng = np.random.default_rng(3)
+    q0, p0, _ = _inputs(5, 1, variable=False)
+    h = h_max * (0.3 + 0.7 * rng.random((5, 120)))
+    reused = fastpath.rollout(model, q0, p0, h, integrator)
+    full = fastpath.rollout(model, q0, p0, h, integrator, reuse_jacobian=False)
+    ref = _torch_rollout(model, q0, p0, h, integrator)
+    _assert_close(reused, full, F64)
+    _assert_close(reused, ref, F64)
+
+
 def test_batch_blocks_and_threads_give_identical_numbers() -> None:
     """Blocks are independent: one sample alone, in a batch and on several threads agree bitwise."""
     model = _model("hinn", "softplus")
