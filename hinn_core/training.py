@@ -10,6 +10,7 @@ Deterministic for a given seed on a given device and thread count.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -25,7 +26,17 @@ from hinn_core.errors import ConfigError, IntegrationError, TrainingCancelled, T
 from hinn_core.finite_differences import finite_difference_rates
 from hinn_core.models import DynamicsModel, ModelSpec
 
+logger = logging.getLogger(__name__)
+
+#: learning-rate schedules of the Adam phase (the lr each epoch used is recorded in the history):
+#: "cosine" — lr_e = floor + (lr − floor)·(1 + cos(π·(e − 1)/epochs))/2 for epoch e = 1..epochs, from
+#: ``learning_rate`` down towards the floor ``learning_rate · min_lr_factor``; "plateau" — starts at
+#: ``learning_rate`` and halves (`PLATEAU_FACTOR`) once the validation loss (the training loss without
+#: a validation split) has not improved by a relative 1e-4 for more than `PLATEAU_PATIENCE` epochs,
+#: never below the floor; "constant" — ``learning_rate`` throughout
 LR_SCHEDULES = ("cosine", "plateau", "constant")
+PLATEAU_FACTOR = 0.5
+PLATEAU_PATIENCE = 20
 INITIAL_STATES = ("observed", "learned")
 #: how rollout losses are differentiated: "numba" — the compiled adjoint (`hinn_core.fastpath.autograd`,
 #: CPU; 2–4× faster per step, measured in docs/performance.md); "torch" — autograd through the
@@ -48,11 +59,15 @@ class TrainConfig:
     lbfgs_rollout_steps: int | None = None
     #: cap on the windows the full-batch L-BFGS phase uses (a fixed random subset beyond it)
     lbfgs_max_windows: int = 1024
+    #: see `LR_SCHEDULES`; the floor is ``learning_rate · min_lr_factor``
     lr_schedule: str = "cosine"
     min_lr_factor: float = 0.01
     weight_decay: float = 0.0
+    #: the gradient's global 2-norm is clipped to this before every Adam step
     grad_clip: float = 1.0
     val_fraction: float = 0.2
+    #: early stopping: Adam stops after this many epochs without a better validation loss (the
+    #: training loss without a validation split) and the best epoch's weights are restored; 0 = off
     patience: int = 100
     seed: int = 0
     device: str = "auto"
@@ -180,6 +195,10 @@ class TrainResult:
     best_val_loss: float = math.nan
     final_train_loss: float = math.nan
     stopped_early: bool = False
+    #: why the L-BFGS phase ended ("" when it did not run): its budget, a plateau, convergence, or —
+    #: with a warning logged — a non-finite loss, state or validation loss, after which the best
+    #: weights from before are kept (a polish phase must not lose the Adam solution)
+    lbfgs_stopped: str = ""
     seconds: float = 0.0
     energy_offset: float = 0.0
     n_train: int = 0
@@ -192,6 +211,7 @@ class TrainResult:
             "final_train_loss": self.final_train_loss,
             "epochs_run": len(self.history),
             "stopped_early": self.stopped_early,
+            "lbfgs_stopped": self.lbfgs_stopped,
             "seconds": self.seconds,
             "energy_offset": self.energy_offset,
             "n_train_trajectories": self.n_train,
@@ -302,7 +322,10 @@ def train(
     of the training data for the ``hnn`` baseline (e.g. exact derivatives, as HNN's protocol uses).
     ``progress`` receives ``{"epoch", "epochs", "train_loss", "val_loss", "lr", "seconds"}``
     after every epoch; ``should_stop()`` is polled between epochs and raises `TrainingCancelled`.
-    Raises `TrainingDiverged` if the loss or the rolled-out state becomes non-finite.
+    Raises `TrainingDiverged` if the loss or the rolled-out state becomes non-finite in the Adam phase.
+    In the L-BFGS polish that follows, a non-finite loss, state or validation loss (or a failed implicit
+    step) stops the polish instead: the best weights so far are kept, the reason is recorded in
+    ``TrainResult.lbfgs_stopped`` and logged as a warning.
     """
     config = config or TrainConfig()
     spec = spec or ModelSpec(dof=dataset.dof)
@@ -342,7 +365,7 @@ def train(
             opt, T_max=config.epochs, eta_min=config.learning_rate * config.min_lr_factor)
     elif config.lr_schedule == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, factor=0.5, patience=20, min_lr=config.learning_rate * config.min_lr_factor)
+            opt, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, min_lr=config.learning_rate * config.min_lr_factor)
 
     result = TrainResult(model=model, spec=spec, config=config, n_train=len(train_ds),
                          n_val=len(val_dataset) if val_dataset else 0)
@@ -433,31 +456,52 @@ def train(
                                   history_size=50,
                                   line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-16)
         last: dict[str, float] = {}
+        evals: dict[str, Any] = {"n": 0, "first_bad": 0, "bad_value": math.nan}
 
         def closure() -> Tensor:
             lbfgs.zero_grad(set_to_none=True)
+            evals["n"] += 1
             loss = full_loss()
             if torch.isfinite(loss):
                 loss.backward()
+            elif not evals["first_bad"]:
+                evals["first_bad"], evals["bad_value"] = evals["n"], float(loss.detach())
             last["loss"] = float(loss.detach())
             return loss
+
+        def n_iter() -> int:
+            return int(lbfgs.state[lbfgs._params[0]].get("n_iter", 0)) if lbfgs.state else 0
+
+        def stop_unstable(what: str) -> None:
+            result.lbfgs_stopped = (f"{what} in L-BFGS iteration {n_iter()} (epoch {epoch}); "
+                                    f"kept the best weights (epoch {result.best_epoch})")
+            logger.warning("training: L-BFGS polish stopped: %s", result.lbfgs_stopped)
 
         model.train()
         stale, plateau_ref = 0, math.inf
         for chunk in range(1, n_chunks + 1):
             epoch = config.epochs + chunk
             check_cancel(epoch)
-            iters_before = lbfgs.state[lbfgs._params[0]].get("n_iter", 0) if lbfgs.state else 0
+            iters_before, evals["first_bad"] = n_iter(), 0
             try:
                 lbfgs.step(closure)
-            except IntegrationError:
-                break  # a line-search trial left the stable region: keep the best weights so far
-            if not math.isfinite(last.get("loss", math.nan)) or not all(
-                    torch.isfinite(p_).all() for p_ in params):
+            except IntegrationError as exc:
+                # a line-search trial left the stable region: keep the best weights so far
+                stop_unstable(f"implicit step failed ({exc})")
+                break
+            if not math.isfinite(last.get("loss", math.nan)):
+                stop_unstable(f"non-finite loss ({evals['bad_value']}) at loss evaluation {evals['first_bad']}")
+                break
+            if not all(torch.isfinite(p_).all() for p_ in params):
+                stop_unstable("non-finite weights or start states")
                 break
             # with learned starts the joint misfit is the criterion: a validation loss from noisy observed
             # starts is biased by the very noise the learned starts remove, so it cannot veto a step
-            val = validate(epoch)
+            try:
+                val = validate(epoch)
+            except TrainingDiverged as exc:
+                stop_unstable(f"validation diverged ({exc})")
+                break
             tracker.record(epoch, "lbfgs", last["loss"], val, 1.0, accept=start is not None)
             # learned starts: the full budget (on noisy data the misfit sits at the noise floor while
             # the dynamics still improve: stopping at 1 % gains cost 2× state error on spring σ = 0.1)
@@ -466,9 +510,14 @@ def train(
                 plateau_ref, stale = monitor, 0
             else:
                 stale += 1
-            iters_after = lbfgs.state[lbfgs._params[0]].get("n_iter", 0)
-            if stale >= LBFGS_PATIENCE or iters_after == iters_before:
-                break  # the monitored loss plateaued, or L-BFGS made no step (converged)
+            if stale >= LBFGS_PATIENCE:
+                result.lbfgs_stopped = f"plateau: {LBFGS_PATIENCE} chunks without a {LBFGS_MIN_GAIN:.0%} gain"
+                break
+            if n_iter() == iters_before:
+                result.lbfgs_stopped = "converged: L-BFGS made no step"
+                break
+        else:
+            result.lbfgs_stopped = f"budget: {config.lbfgs_iterations} iterations"
 
     tracker.restore_best()
     model.eval()

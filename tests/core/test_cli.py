@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +36,20 @@ def test_train_writes_a_loadable_model_with_metrics_and_lineage(model_file) -> N
     assert loaded.metadata["lineage"]["dataset"]["system"] == "spring"
     assert loaded.metadata["metrics"]["n_test_trajectories"] == 2
     assert loaded.metadata["training"]["config"]["epochs"] == 3
+
+
+def test_train_without_quiet_shows_progress_with_epochs_and_losses_on_stderr(tmp_path, capsys) -> None:
+    out = tmp_path / "loud.model"
+    loud = [a for a in TINY if a != "--quiet"]
+    assert main(["train", "--system", "spring", "--n-trajectories", "6", "--out", str(out), *loud]) == 0
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "3/3" not in captured.out  # progress goes to stderr only
+    final = captured.err.strip().split("\r")[-1]  # tqdm redraws one line; its last state stays
+    history = load_model(out).metadata["training"]["history"]
+    assert len(history) == 3
+    assert re.search(r"\b3/3\b", final), final
+    assert f"train={history[-1]['train_loss']:.3g}" in final and f"val={history[-1]['val_loss']:.3g}" in final
+    assert "phase=adam" in final
 
 
 def test_train_json_prints_metrics(tmp_path, capsys) -> None:
@@ -81,7 +97,48 @@ def test_predict_csv_with_variable_times_and_png(model_file, tmp_path, capsys) -
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "trajectory,t,q0,p0,H,H_true" and len(lines) == 5
     assert lines[3].split(",")[1] == "0.35"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", data[16:24]) == (1500, 450)  # IHDR: the 15 × 4.5 in figure at 100 dpi
+
+
+def test_predict_png_has_the_three_panels_with_the_prediction(model_file, tmp_path, capsys, monkeypatch) -> None:
+    import matplotlib.image
+
+    import hinn_core.plotting as plotting
+
+    figures = []
+    real_png = plotting._png
+
+    def keep(fig):
+        figures.append(fig)
+        return real_png(fig)
+
+    monkeypatch.setattr(plotting, "_png", keep)
+    png = tmp_path / "plot.png"
+    assert main(["predict", model_file, "--q", "0.5", "--p", "0.1", "--t-end", "1.0", "--dt", "0.1",
+                 "--png", str(png)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    traj = doc["trajectories"][0]
+    (fig,) = figures
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["trajectories (solid q, dashed p)", "phase portrait", "energy"]
+    ax_t, ax_ph, ax_e = axes
+    q, p = np.array(traj["q"])[:, 0], np.array(traj["p"])[:, 0]
+    # trajectories: q and p over time; phase portrait: p against q; energy: learned and true H over time
+    assert len(ax_t.lines) == 2
+    np.testing.assert_allclose(ax_t.lines[0].get_xydata(), np.column_stack([doc["times"], q]))
+    np.testing.assert_allclose(ax_t.lines[1].get_xydata(), np.column_stack([doc["times"], p]))
+    (phase,) = ax_ph.lines
+    np.testing.assert_allclose(phase.get_xydata(), np.column_stack([q, p]))
+    assert [line.get_label() for line in ax_e.lines] == ["learned H", "true H"]
+    np.testing.assert_allclose(ax_e.lines[0].get_ydata(), traj["H"])
+    np.testing.assert_allclose(ax_e.lines[1].get_ydata(), traj["H_true"])
+    # the file is that figure: every third of the image has drawn (non-white) pixels
+    img = matplotlib.image.imread(str(png))
+    assert img.shape[:2] == (450, 1500)
+    for third in np.array_split(img[..., :3], 3, axis=1):
+        assert (third < 0.5).mean() > 0.005
 
 
 def test_predict_rejects_mixed_time_options(model_file) -> None:

@@ -158,6 +158,24 @@ def test_trunk_passes_hessquik_taylor_derivative_check(activation: str, mode: st
     assert (bool(grad_ok), bool(hess_ok)) == (True, True)
 
 
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("trunk", ["separable-T", "separable-V", "mlp"])
+def test_separable_and_vector_field_trunks_pass_hessquik_taylor_derivative_check(
+        trunk: str, activation: str, mode: str) -> None:
+    """T_θ(p̂) and V_φ(q̂) of the separable H, and the mlp baseline's vector-valued trunk (m = 2·dof)."""
+    q, p = _states()
+    if trunk == "mlp":
+        field = _normalised(VectorFieldNet, activation)
+        f, x = field.trunk.net, field._hat(q, p)
+    else:
+        sep = _normalised(SeparableHamiltonianNet, activation)
+        f, x = (sep.kinetic.net, sep._p_hat(p)) if trunk == "separable-T" else (sep.potential.net, sep._q_hat(q))
+    torch.manual_seed(2)  # input_derivative_check draws a random direction
+    grad_ok, hess_ok = input_derivative_check(f, x, do_Hessian=True, forward_mode=MODES[mode])
+    assert (bool(grad_ok), bool(hess_ok)) == (True, True)
+
+
 # -- 4. one activation object per layer ----------------------------------------------------------
 
 

@@ -202,6 +202,7 @@ def test_lbfgs_stops_when_the_validation_loss_plateaus(spring_data) -> None:
     result = train(spring_data, ModelSpec(dof=1, width=4), TrainConfig(epochs=3, lbfgs_iterations=20_000))
     lbfgs = [r for r in result.history if r["phase"] == "lbfgs"]
     assert LBFGS_PATIENCE < len(lbfgs) < 20_000 // LBFGS_CHUNK
+    assert result.lbfgs_stopped.startswith("plateau")
     vals = [r["val_loss"] for r in lbfgs]
     ref = min(vals[: -LBFGS_PATIENCE])
     assert min(vals[-LBFGS_PATIENCE:]) >= ref * (1 - LBFGS_MIN_GAIN)  # the last chunks gained < 1 %
