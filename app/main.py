@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hinn_core
-from app import metrics, problems
+from app import metrics, nul_check, problems
 from app.api import datasets, health, jobs, models, predict, systems
 from app.db import migrate
 from app.db.session import Database
@@ -134,7 +134,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
 
     app = FastAPI(title="hinn", description=DESCRIPTION, version=hinn_core.__version__, lifespan=lifespan,
                   docs_url="/docs", redoc_url="/redoc", openapi_tags=_TAGS,
-                  generate_unique_id_function=_operation_id)
+                  generate_unique_id_function=_operation_id,
+                  dependencies=[Depends(nul_check.reject_nul)])  # first of every route's dependencies
     app.state.settings = settings
     app.state.metrics = metrics.Metrics(lambda: getattr(app.state, "db", None))
     problems.install(app)

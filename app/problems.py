@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError as DatabaseDataError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -178,6 +179,16 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
                    headers={"Retry-After": "5"})
 
 
+async def _database_data_error(request: Request, exc: Exception) -> JSONResponse:
+    """Safety net: the database refused a value (NUL in text, out of range, ...). That value came from
+    the request, so it is a 422, not a 500; the transaction was rolled back, so nothing was stored."""
+    orig = getattr(exc, "orig", None) or exc
+    log.warning("database refused a value at %s: %s: %s", request.url.path, type(orig).__name__, orig)
+    return problem(422, f"the database refused a value of this request ({type(orig).__name__}); nothing was "
+                   "stored. Check the request's text and numbers (e.g. no NUL characters)",
+                   instance=_instance(request), title="Value refused by the database")
+
+
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_errors(exc)
@@ -249,6 +260,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HinnError, _hinn_error)
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(InterfaceError, _database_error)
+    app.add_exception_handler(DatabaseDataError, _database_data_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)

@@ -1,10 +1,11 @@
 """Schemathesis (4.x) fuzzes every operation of the live OpenAPI schema, the multipart upload included.
 
-The app runs in-process (ASGI transport, through its lifespan) on a temp SQLite file holding a
-real trained model named ``spring-hinn`` and a dataset, so the schema's examples reach the success
+The app runs in-process (ASGI transport, through its lifespan) on a temp SQLite file and again on
+a fresh PostgreSQL schema (the two differ: PostgreSQL refuses NUL in text), each holding a real
+trained model named ``spring-hinn`` and a dataset, so the schema's examples reach the success
 paths too. Work per request is bounded by low limits. Each operation is one pytest item that runs
 the schema's examples, then MAX_EXAMPLES positive and MAX_EXAMPLES negative cases, derandomised
-(the same cases every run; about a minute in all). Schemathesis's pytest plugin (`from_fixture`)
+(the same cases every run; about a minute per database). Schemathesis's pytest plugin (`from_fixture`)
 is not used: it breaks on pytest 9 (``Function._nodeid``); `APIOperation.as_strategy` with
 Hypothesis's own ``@given`` is the stable part of its API. Checks on every response:
 
@@ -15,7 +16,6 @@ Hypothesis's own ``@given`` is the stable part of its API. Checks on every respo
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,7 +37,7 @@ from app.settings import Settings
 from app.training_task import train_job
 from hinn_core import generate_dataset
 from hinn_core.dataio import dataset_to_npz_bytes
-from tests.service_helpers import tiny_request
+from tests.service_helpers import postgres_schema_url, tiny_request
 
 MAX_EXAMPLES = 40  # per operation and generation mode (positive, negative), plus 4 per schema example: ~1 min
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "instance", "errors"}
@@ -63,18 +63,29 @@ def _seed_model(app: Any) -> None:
                          metrics={}, progress=None, history=[]) is not None
 
 
-def _settings(folder: Path | str) -> Settings:
-    return Settings(database_url=f"sqlite:///{folder}/fuzz.db", workers=0, **LIMITS)
+def _settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, workers=0, **LIMITS)
 
 
 # the operations, read from the schema of an app that is built but not started (no database needed)
-PATHS = create_app(_settings("/nonexistent")).openapi()["paths"]
+PATHS = create_app(_settings("sqlite:////nonexistent/fuzz.db")).openapi()["paths"]
 OPERATIONS = sorted(f"{method.upper()} {path}" for path, ops in PATHS.items() for method in ops)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzz_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`database_url` (tests/conftest.py) for the whole module: a temp SQLite file, then a fresh PostgreSQL
+    schema (a failure under CI=true, a skip elsewhere, when there is no PostgreSQL)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/fuzz.db"
+    else:
+        with postgres_schema_url() as url:
+            yield url
+
+
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    app = create_app(_settings(tmp_path_factory.mktemp("fuzz")))
+def api_schema(fuzz_database_url: str) -> Iterator[Any]:
+    app = create_app(_settings(fuzz_database_url))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)  # starts the app's lifespan
     _seed_model(app)
     yield schema
