@@ -5,9 +5,10 @@
 
 It starts ``hinn serve`` (one in-process worker, a temp SQLite file) on a free 127.0.0.1 port,
 trains the model to serve, then for each concurrency level runs that many client threads (one
-httpx connection each) for a fixed time, with training jobs queued so the worker trains
-throughout. It records per-request latency and errors, samples the server's RSS (API process and
-its training child) every second, and reads /metrics at the end. Every loop is bounded in count
+httpx connection each) for a fixed time while a feeder keeps one training job queued or running,
+so the worker trains throughout (the share of the level it trained is reported). It records
+per-request latency and errors, samples the server's RSS (API process and its training child)
+every second, and reads /metrics at the end. Every loop is bounded in count
 and time; nothing leaves the machine.
 """
 
@@ -24,6 +25,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ STATE_STEPS = 4 * 100
 TRAIN = {"model": {"architecture": "hinn-separable", "width": 16}, "integrator": "leapfrog",
          "training": {"epochs": 60, "lbfgs_iterations": 0}}
 MAX_REQUESTS_PER_LEVEL = 200_000  # a hard bound on top of the time bound
+MAX_JOBS_PER_LEVEL = 50  # the feeder's bound
 FAULTS_AND_INPUTS = Path(__file__).with_name("faults_and_inputs.md")  # the suites' faults and inputs, by hand
 
 
@@ -115,6 +118,33 @@ def run_level(url: str, level: Level) -> None:
     level.wall = time.monotonic() - t0
 
 
+def feed_training(hinn: Client, dataset_id: str, name: str, stop: threading.Event, job_ids: list[str]) -> None:
+    """Keep one training job queued or running until ``stop``: submit the next when the last ended."""
+    current: str | None = None
+    while not stop.is_set() and len(job_ids) < MAX_JOBS_PER_LEVEL:
+        if current is None or hinn.job(current)["status"] not in ("queued", "running"):
+            current = hinn.train(f"{name}-{len(job_ids)}", dataset_id=dataset_id, **TRAIN)["id"]
+            job_ids.append(current)
+        stop.wait(0.5)
+
+
+def training_share(jobs: list[dict[str, Any]], start: float, end: float) -> float:
+    """The share of ``[start, end]`` (epoch seconds) during which one of ``jobs`` was running."""
+    spans = []
+    for j in jobs:
+        if j.get("started_at"):
+            a = datetime.fromisoformat(j["started_at"].replace("Z", "+00:00")).timestamp()
+            b = datetime.fromisoformat(j["finished_at"].replace("Z", "+00:00")).timestamp() \
+                if j.get("finished_at") else end
+            spans.append((max(a, start), min(b, end)))
+    covered, reach = 0.0, start
+    for a, b in sorted(spans):
+        a = max(a, reach)
+        if b > a:
+            covered, reach = covered + b - a, b
+    return covered / (end - start) if end > start else 0.0
+
+
 def metric(text: str, name: str, labels: str = "") -> float | None:
     m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.M)
     return float(m.group(1)) if m else None
@@ -124,7 +154,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--levels", default="1,4,16", help="client counts, comma-separated")
     ap.add_argument("--seconds", type=float, default=30.0, help="duration of each level")
-    ap.add_argument("--jobs-per-level", type=int, default=1, help="training jobs queued at the start of each level")
     ap.add_argument("--drain-seconds", type=float, default=120.0, help="wait this long for queued jobs at the end")
     ap.add_argument("--idle-seconds", type=float, default=10.0, help="RSS sampled this long after the load")
     ap.add_argument("--out", default=str(ROOT / "docs" / "reliability.md"))
@@ -161,12 +190,24 @@ def main(argv: list[str] | None = None) -> int:
                 level_results = []
                 job_ids: list[str] = []
                 for n in levels:
-                    job_ids += [hinn.train(f"bg-{n}-{i}", dataset_id=data["id"], **TRAIN)["id"]
-                                for i in range(args.jobs_per_level)]
                     phase[0] = f"{n} clients"
                     level = Level(n, args.seconds)
-                    run_level(url, level)
-                    level_results.append(level.summary())
+                    fed: list[str] = []
+                    done = threading.Event()
+                    with Client(url, timeout=60) as feeder_client:
+                        feeder = threading.Thread(target=feed_training, args=(
+                            feeder_client, data["id"], f"bg-{n}", done, fed), daemon=True)
+                        started = time.time()
+                        feeder.start()
+                        run_level(url, level)
+                        ended = time.time()
+                        done.set()
+                        feeder.join(timeout=60)
+                    job_ids += fed
+                    summary = level.summary()
+                    summary["training_jobs"] = len(fed)
+                    summary["training_share"] = training_share([hinn.job(j) for j in fed], started, ended)
+                    level_results.append(summary)
                     print(json.dumps(level_results[-1]), flush=True)
                 phase[0] = "drain"
                 drain_until = time.monotonic() + args.drain_seconds
@@ -178,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(args.idle_seconds)
                 results["background_jobs"] = {"count": len(finished),
                                               "succeeded": sum(j["status"] == "succeeded" for j in finished),
+                                              "failed": sum(j["status"] == "failed" for j in finished),
                                               "unfinished": sum(j["status"] in ("queued", "running") for j in finished),
                                               "epochs_each": TRAIN["training"]["epochs"]}
             scrape = httpx.get(f"{url}/metrics", timeout=10).text
@@ -247,6 +289,31 @@ def _rss_verdict(samples: list[tuple[float, float, float, str]]) -> str:
             f"after it: {idle[-1] - by_phase[worst][-1]:+.0f} MiB.")
 
 
+def _findings(r: dict[str, Any]) -> str:
+    """The run's findings in words, from its figures (nothing here is fixed text about the outcome)."""
+    levels = r["levels"]
+    errors = sum(lv["errors"] for lv in levels)
+    first, best = levels[0], max(levels, key=lambda lv: lv["throughput_rps"])
+    where = ", ".join(f"{lv['errors']} at {lv['clients']} clients" for lv in levels if lv["errors"])
+    parts = ["Findings: " + ("no errors at any level" if errors == 0 else f"**{errors} errors** ({where})")]
+    gain = best["throughput_rps"] / first["throughput_rps"] if first["throughput_rps"] else float("nan")
+    parts.append(f"peak throughput {best['throughput_rps']:.0f} req/s at {best['clients']} clients, "
+                 f"{gain:.2f}× the single client's {first['throughput_rps']:.0f} req/s "
+                 f"({r['machine'].split(', ')[1]} shared by the server, its training child and the clients)")
+    parts.append(f"p99 latency from {first['p99_ms']:.0f} ms at {first['clients']} client(s) to "
+                 f"{levels[-1]['p99_ms']:.0f} ms at {levels[-1]['clients']}")
+    jobs = r["background_jobs"]
+    parts.append(f"{jobs['succeeded']} of {jobs['count']} training jobs succeeded")
+    return "; ".join(parts) + "."
+
+
+def _rss_series(samples: list[tuple[float, float, float, str]], every: int = 10) -> list[str]:
+    rows = ["| t (s) | phase | API RSS | training child RSS |", "| --- | --- | --- | --- |"]
+    picked = samples[::every] + ([samples[-1]] if samples and (len(samples) - 1) % every else [])
+    rows += [f"| {t:.0f} | {ph} | {api:.0f} | {kid:.0f} |" for t, api, kid, ph in picked]
+    return rows
+
+
 def render(r: dict[str, Any]) -> str:
     lines = [
         "# Reliability: load, faults, bad input",
@@ -258,17 +325,22 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"Command: `{r['command'].strip()}` — machine: {r['machine']}. Loopback only; `hinn serve` with one",
         "in-process worker on a SQLite file; each request rolls out 4 initial conditions × 100 leapfrog steps",
-        "(400 state-steps) of a separable HINN (width 16). While each level runs, the worker trains queued jobs",
-        f"({r['background_jobs']['count']} jobs of {r['background_jobs']['epochs_each']} epochs in all: "
-        f"{r['background_jobs']['succeeded']} succeeded, {r['background_jobs']['unfinished']} still queued or "
-        f"running after the {r['drain_seconds']:.0f} s drain), so requests and training share the CPU.",
+        "(400 state-steps) of a separable HINN (width 16). While each level runs, a feeder keeps one training",
+        f"job queued or running ({r['background_jobs']['count']} jobs of {r['background_jobs']['epochs_each']} "
+        f"epochs in all: {r['background_jobs']['succeeded']} succeeded, {r['background_jobs']['failed']} failed, "
+        f"{r['background_jobs']['unfinished']} still queued or running after the {r['drain_seconds']:.0f} s "
+        "drain), so requests and training share the CPU; *trained* is the share of the level during which",
+        "the worker was training (from the jobs' start and finish times).",
         "",
-        "| clients | requests | errors | throughput (req/s) | state-steps/s | p50 (ms) | p99 (ms) | max (ms) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| clients | requests | errors | throughput (req/s) | state-steps/s | p50 (ms) | p99 (ms) | max (ms) "
+        "| training jobs | trained |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for lv in r["levels"]:
         lines.append(f"| {lv['clients']} | {lv['requests']} | {lv['errors']} | {lv['throughput_rps']:.1f} | "
-                     f"{lv['state_steps_per_s']:.0f} | {lv['p50_ms']:.1f} | {lv['p99_ms']:.1f} | {lv['max_ms']:.1f} |")
+                     f"{lv['state_steps_per_s']:.0f} | {lv['p50_ms']:.1f} | {lv['p99_ms']:.1f} | {lv['max_ms']:.1f} "
+                     f"| {lv.get('training_jobs', '—')} | "
+                     + ("—" if "training_share" not in lv else f"{100 * lv['training_share']:.0f}%") + " |")
     sm = r["server_metrics"]
     if sm["predict_seconds_total"]:
         rollout = (f"rollouts alone ran at {sm['predict_state_steps_total'] / sm['predict_seconds_total']:,.0f} "
@@ -281,16 +353,17 @@ def render(r: dict[str, Any]) -> str:
     lines += [
         "",
         f"Server side (`/metrics` at the end): {sm['http_5xx']:.0f} HTTP 5xx, {sm['jobs_failed']:.0f} failed jobs; "
-        f"{rollout} The machine was shared: load average {load[0]} at the start, {load[1]} at the end (1, 5, "
-        "15 min), so absolute figures are pessimistic and noisy. The findings: no errors at any level; throughput "
-        "does not grow past one client (two shared cores are saturated by the rollouts, the training child and "
-        "the clients themselves), so latency grows with the queue; memory settles once the load stops.",
+        f"{rollout} Load average {load[0]} at the start, {load[1]} at the end (1, 5, 15 min). {_findings(r)}",
         "",
-        "Memory (RSS sampled every second):",
+        "Memory (RSS sampled every second), by phase:",
         "",
         *_rss_table(r["rss"]),
         "",
         _rss_verdict(r["rss"]),
+        "",
+        "Over time (every 10th sample; MiB):",
+        "",
+        *_rss_series(r["rss"]),
         "",
         *FAULTS_AND_INPUTS.read_text().rstrip("\n").splitlines(),
     ]

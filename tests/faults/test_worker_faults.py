@@ -1,14 +1,18 @@
 """Workers killed at each point of a job (SQLite and PostgreSQL): the job is finished exactly once, by another.
 
-Fault points: right after the claim, before any heartbeat (``HINN_FAULT_POINT=after_claim``);
-mid-epoch (SIGKILL once progress is recorded); after training ended but before the model is
-registered (``HINN_FAULT_POINT=before_complete``). The killed worker holds a 1.5 s lease; a
-second worker (in this process) claims the job once it expires and finishes it.
+Fault points, each a real SIGKILL: right after the claim, before any heartbeat (the worker kills
+itself there with ``HINN_FAULT_POINT=after_claim``); mid-epoch (killed once progress is recorded);
+after training ended but before the model is registered (``HINN_FAULT_POINT=before_complete``);
+and at random moments of a worker's life (seeded delays from its start). The killed worker holds
+a 1.5 s lease; a second worker (in this process) claims the job once it expires and finishes it.
 """
 
 from __future__ import annotations
 
+import random
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,7 +53,7 @@ def test_a_worker_killed_at_any_point_loses_nothing(database_url: str, tmp_path:
         victim.kill()
         assert progress_epoch(db, job_id) < epochs, "training finished before the kill; raise epochs"
     else:
-        assert victim.wait(timeout=120) == 70, victim.output()  # died at the fault point
+        assert victim.wait(timeout=120) == -signal.SIGKILL, victim.output()  # died at the fault point
     crashed = job_row(db, job_id)
     assert crashed.status == "running" and crashed.attempts == 1 and crashed.lease_owner, crashed.status
     assert _model_count(db) == 0, "the killed worker registered a model"
@@ -70,6 +74,44 @@ def test_a_worker_killed_at_any_point_loses_nothing(database_url: str, tmp_path:
     db.dispose()
 
 
+def _rescue(db, settings, job_id: str) -> None:
+    """Run a worker in this process until the job is terminal."""
+    stop = threading.Event()
+    rescuer = Worker(db, settings, stop=stop, threads=1)
+    t = threading.Thread(target=rescuer.run)
+    t.start()
+    try:
+        wait_for(lambda: job_row(db, job_id).status in ("succeeded", "failed", "cancelled"), timeout=180,
+                 interval=0.3, what="the rescued job to end")
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert not t.is_alive()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_worker_killed_at_a_random_moment_loses_nothing(database_url: str, tmp_path: Path, procs: list[Proc],
+                                                          seed: int) -> None:
+    """SIGKILL after a seeded random delay from the worker's start: before or after its claim, in
+    training or around registration; whatever the moment, the job ends succeeded exactly once."""
+    db = make_db(database_url)
+    settings = service_settings(database_url, lease_seconds=5.0)
+    job_id = submit(db, add_dataset(db, settings), name=f"random-kill-{seed}", epochs=40)
+    delay = random.Random(seed).uniform(0.5, 8.0)
+    victim = _worker_process(database_url, tmp_path / "victim.log", None)
+    procs.append(victim)
+    time.sleep(delay)
+    state = job_row(db, job_id).status
+    victim.kill()
+    victim.wait(timeout=30)
+    _rescue(db, settings, job_id)
+    job = assert_nothing_lost(db, [job_id])[job_id]
+    assert job.status == "succeeded", (delay, state, job.status, job.error)
+    assert job.attempts in (1, 2), (delay, state, job.attempts)
+    assert _model_count(db) == 1, (delay, state)
+    db.dispose()
+
+
 def test_a_crash_on_the_last_attempt_fails_the_job_and_says_why(database_url: str, tmp_path: Path,
                                                                  procs: list[Proc]) -> None:
     db = make_db(database_url)
@@ -77,7 +119,7 @@ def test_a_crash_on_the_last_attempt_fails_the_job_and_says_why(database_url: st
     job_id = submit(db, add_dataset(db, settings), epochs=3, max_attempts=1)
     victim = _worker_process(database_url, tmp_path / "victim.log", "after_claim")
     procs.append(victim)
-    assert victim.wait(timeout=120) == 70, victim.output()
+    assert victim.wait(timeout=120) == -signal.SIGKILL, victim.output()
 
     def reaped() -> bool:  # any worker's next claim reaps expired leases
         assert jobs.claim_next(db, "reaper", 5.0) is None
