@@ -137,9 +137,10 @@ class TrainingOptions(RequestModel):
     epochs: int = Field(_TC.epochs, ge=1, description="Adam epochs (bounded by HINN_MAX_EPOCHS)", examples=[100])
     learning_rate: float = Field(_TC.learning_rate, gt=0, examples=[0.01])
     batch_size: int = Field(_TC.batch_size, ge=1, examples=[256])
-    rollout_steps: int = Field(_TC.rollout_steps, ge=1, description="k steps per loss window", examples=[5])
+    rollout_steps: int = Field(_TC.rollout_steps, ge=1, description="k steps per loss window",
+                               examples=[_TC.rollout_steps])
     lbfgs_iterations: int = Field(_TC.lbfgs_iterations, ge=0, description="L-BFGS polish after Adam (0: none)",
-                                  examples=[200])
+                                  examples=[_TC.lbfgs_iterations])
     lbfgs_rollout_steps: int | None = Field(_TC.lbfgs_rollout_steps, ge=1)
     lbfgs_max_windows: int = Field(_TC.lbfgs_max_windows, ge=1)
     lr_schedule: LRSchedule = _TC.lr_schedule
@@ -312,10 +313,12 @@ class Ready(BaseModel):
 
 
 # -- Swagger UI examples (one walk-through: dataset → train → predict) ---------------------------------
+# Swagger UI pre-fills each operation's FIRST example; README.md's walk-through quotes those bodies verbatim
+# (tests/api/test_api_swagger_walkthrough.py runs them in order and checks the README against them).
 DATASET_EXAMPLES: dict[str, Any] = {
     "generate": {
-        "summary": "Generate from a built-in system",
-        "value": {"name": "spring-demo", "system": "spring", "n_trajectories": 20, "t_end": 3.0, "dt": 0.1,
+        "summary": "Generate from a built-in system (50 spring–mass trajectories)",
+        "value": {"name": "spring-demo", "system": "spring", "n_trajectories": 50, "t_end": 3.0, "dt": 0.1,
                   "dt_jitter": 0.0, "noise_std": 0.0, "seed": 0},
     },
     "upload": {
@@ -327,21 +330,19 @@ DATASET_EXAMPLES: dict[str, Any] = {
 }
 
 TRAIN_EXAMPLES: dict[str, Any] = {
-    "inline-dataset": {
-        "summary": "Generate the data and train (about a minute on a CPU)",
-        "value": {"name": "spring-hinn",
-                  "dataset": {"name": "spring-demo", "system": "spring", "n_trajectories": 20, "t_end": 3.0,
-                              "dt": 0.1},
-                  "model": {"architecture": "hinn-separable", "width": 32, "depth": 2, "activation": "tanh"},
-                  "integrator": "leapfrog",
-                  "training": {"epochs": 100, "learning_rate": 0.01, "rollout_steps": 5, "seed": 0}},
-    },
     "stored-dataset": {
-        "summary": "Train on a stored dataset (paste its id)",
-        "value": {"name": "spring-hinn", "dataset_id": "<id from POST /datasets>",
-                  "model": {"architecture": "hinn", "width": 64, "depth": 2, "activation": "tanh"},
-                  "training": {"epochs": 300, "learning_rate": 0.001, "batch_size": 64, "seed": 0,
-                               "device": "auto"}},
+        "summary": "Train on the dataset from POST /datasets (paste its id) with the default recipe",
+        "value": {"name": "spring-hinn", "dataset_id": "<id from POST /datasets>"},
+    },
+    "inline-dataset": {
+        "summary": "Generate the data in this request and train (the same defaults, spelled out)",
+        "value": {"name": "spring-hinn",
+                  "dataset": dict(DATASET_EXAMPLES["generate"]["value"]),
+                  "model": {"architecture": _MS.architecture, "width": _MS.width, "depth": _MS.depth},
+                  "integrator": _MS.integrator,
+                  "training": {"epochs": _TC.epochs, "learning_rate": _TC.learning_rate,
+                               "rollout_steps": _TC.rollout_steps, "lbfgs_iterations": _TC.lbfgs_iterations,
+                               "seed": _TC.seed}},
     },
 }
 

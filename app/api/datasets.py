@@ -45,7 +45,8 @@ def check_generate_limits(spec: DatasetGenerate, settings: Settings, prefix: str
         raise TooLarge(f"{spec.n_trajectories} trajectories exceed the limit of {settings.max_trajectories} "
                        "per dataset (HINN_MAX_TRAJECTORIES)", field=f"{prefix}n_trajectories")
     steps = spec.t_end / spec.dt
-    points = spec.n_trajectories * (max(1.0, round(steps)) + 1) if math.isfinite(steps) else math.inf
+    # float arithmetic: round() of a huge ratio is an int too large for '.6g' formatting (a 500 before)
+    points = spec.n_trajectories * (max(1.0, float(round(steps))) + 1.0) if math.isfinite(steps) else math.inf
     if points > settings.max_dataset_points:
         raise TooLarge(f"n_trajectories × (t_end/dt + 1) = {points:.6g} time points exceed the limit of "
                        f"{settings.max_dataset_points} per dataset (HINN_MAX_DATASET_POINTS); raise dt or "

@@ -113,6 +113,38 @@ def test_gpu_override_reserves_nvidia_devices_for_workers() -> None:
     assert set(gpu["services"]) == {"worker"}
 
 
+def _merged(base: dict, override: dict) -> dict:
+    """What `docker compose -f base -f override` does to mappings: merged key by key (enough here)."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def test_the_image_healthcheck_probes_http_only_where_http_is_served(compose) -> None:
+    """The Dockerfile's HEALTHCHECK GETs /health on the API port: it holds for `api` (the image's own
+    `hinn serve` on that port); migrate and worker serve no HTTP, so they disable it (else "unhealthy")."""
+    (check,) = [rest for word, rest in _dockerfile() if word == "HEALTHCHECK"]
+    port = re.search(r"127\.0\.0\.1:(\d+)/health", check)
+    assert port, check
+    services = compose["services"]
+    api = services["api"]
+    assert "healthcheck" not in api or not api["healthcheck"].get("disable"), "the api keeps the image's check"
+    assert api["command"][api["command"].index("--port") + 1] == port.group(1)
+    for name in ("migrate", "worker"):
+        assert services[name]["command"][:2] != ["hinn", "serve"]
+        assert services[name].get("healthcheck") == {"disable": True}, f"{name} inherits the HTTP health check"
+    # every service built from the image either serves the probed port or has the check disabled
+    for name, svc in services.items():
+        if svc.get("image") == services["api"]["image"] and name != "api":
+            assert svc.get("healthcheck", {}).get("disable") is True, name
+    # the GPU override merges over the base file: its worker must not bring the check back
+    gpu = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())
+    for name, override in gpu["services"].items():
+        merged = _merged(services[name], override)
+        assert merged.get("healthcheck") == {"disable": True}, f"{name} with the GPU override"
+
+
 def test_the_package_ships_its_migrations() -> None:
     import tomllib
 
