@@ -1,6 +1,6 @@
 """Performance benchmark: every prediction and training path side by side, in one run, as ratios.
 
-    python -m bench.perf.run                      # ~14 min on 2 cores; writes docs/performance.md
+    python -m bench.perf.run                      # ~16 min on 2 cores; writes docs/performance.md
     python -m bench.perf.run --quick              # ~1 min smoke run (fewer repeats, no HTTP 1024-IC case)
     python -m bench.perf.run --json perf.json     # also the raw figures
     python -m bench.perf.run --render perf.json   # re-render the report from them (notes.md edited)
