@@ -44,7 +44,11 @@ TRAIN = {"model": {"architecture": "hinn-separable", "width": 16}, "integrator":
          "training": {"epochs": 60, "lbfgs_iterations": 0}}
 MAX_REQUESTS_PER_LEVEL = 200_000  # a hard bound on top of the time bound
 MAX_JOBS_PER_LEVEL = 50  # the feeder's bound
-FAULTS_AND_INPUTS = Path(__file__).with_name("faults_and_inputs.md")  # the suites' faults and inputs, by hand
+FAULTS_AND_INPUTS = Path(__file__).with_name("faults_and_inputs.md")
+#: how the junit file for --suites-junit is made (PostgreSQL mandatory under CI=true)
+SUITES_COMMAND = ("CI=true HINN_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test "
+                  "pytest tests/faults tests/fuzz tests/security tests/api/test_api_nul.py tests/api/test_api_auth.py "
+                  "--junitxml suites.xml")  # the suites' faults and inputs, by hand
 
 
 def rss_mib(pid: int) -> float:
@@ -368,7 +372,8 @@ def render(r: dict[str, Any]) -> str:
         *FAULTS_AND_INPUTS.read_text().rstrip("\n").splitlines(),
     ]
     if r.get("suites"):
-        lines += ["", "### Outcome of the suites (this run)", "",
+        lines += ["", "### Outcome of the suites (this run)", "", f"`{SUITES_COMMAND}`, then "
+                  "`python -m bench.load.run --suites-junit suites.xml`:", "",
                   "| test file | passed | failed | skipped | seconds |", "| --- | --- | --- | --- | --- |"]
         for name, row in sorted(r["suites"].items()):
             lines.append(f"| `{name}` | {row['passed']:.0f} | {row['failed']:.0f} | {row['skipped']:.0f} | "
