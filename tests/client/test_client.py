@@ -11,7 +11,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,22 +30,19 @@ from app.settings import Settings
 from hinn_client import Client, HinnAPIError, HinnError, JobFailed, Prediction
 from hinn_core import model_from_bytes
 
-README_EXAMPLE = """\
-from hinn_client import Client
+ROOT = Path(__file__).resolve().parents[2]
 
-hinn = Client("http://127.0.0.1:8000")  # api_key="..." when the server sets HINN_API_KEYS
-data = hinn.create_dataset("spring-demo", system="spring", n_trajectories=20, t_end=3.0, dt=0.1)
-job = hinn.train("spring-hinn", dataset_id=data["id"], integrator="leapfrog",
-                 model={"architecture": "hinn-separable", "width": 32},
-                 training={"epochs": 100, "learning_rate": 0.01})
-job = hinn.wait(job)  # progress bar; raises JobFailed carrying the job's error
-print(hinn.model(job["model_id"])["metrics"]["rollout_mse"])
 
-pred = hinn.predict("spring-hinn", q0=[[1.0], [0.5]], p0=[[0.0], [0.5]], t_end=10.0, dt=0.1)
-print(pred.times.shape, pred.q.shape)  # (101,) (2, 101, 1)
-print("energy drift:", abs(pred.H - pred.H[:, :1]).max())
-hinn.download("spring-hinn", "spring-hinn.model")  # load it with hinn_core.load_model
-"""
+def _readme_example() -> str:
+    """The first ```python block of README.md that imports hinn_client: the one users copy."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    found = [b for b in blocks if b.startswith("from hinn_client import Client")]
+    assert found, "README.md has no hinn_client example"
+    return found[0]
+
+
+README_EXAMPLE = _readme_example()
 
 README_TINY = {
     '"http://127.0.0.1:8000"': "URL",
@@ -253,3 +253,11 @@ def test_prediction_is_requested_as_npz_and_read_without_pickles() -> None:
     np.savez(evil, times=np.array([0.0]), q=np.array([object()], dtype=object))
     with pytest.raises(ValueError, match="pickle"):
         Prediction.from_npz(evil.getvalue())
+
+
+def test_the_client_needs_neither_hinn_core_nor_torch() -> None:
+    """hinn_client is for machines without the science stack: importing it loads neither."""
+    code = ("import sys, hinn_client; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('hinn_core', 'torch', 'hessQuik', 'numba', 'app')); print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
