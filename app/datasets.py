@@ -38,11 +38,19 @@ def check_limits(ds_n_trajectories: int, n_points: int, settings: Settings) -> N
 
 def parse_upload(data: bytes, filename: str, settings: Settings) -> TrajectoryDataset:
     """Parse an uploaded file; an NPZ that declares more than the limits is refused (413 naming the
-    bound and the array) before any of its arrays is decompressed."""
+    bound and the array) before any of its arrays is decompressed, a CSV as soon as it has read
+    more rows or trajectory ids than the limits allow."""
     try:
         return dataset_from_bytes(data, filename, max_points=settings.max_dataset_points,
-                                  max_bytes=NPZ_BYTES_PER_BODY_BYTE * settings.max_body_bytes)
+                                  max_bytes=NPZ_BYTES_PER_BODY_BYTE * settings.max_body_bytes,
+                                  max_trajectories=settings.max_trajectories)
     except DataLimitError as exc:
+        if exc.bound == "max_trajectories":  # a CSV, while it was read
+            raise TooLarge(f"{exc.problem} ({exc.field}), over the limit of {exc.limit} per dataset "
+                           "(HINN_MAX_TRAJECTORIES)", field="trajectories") from None
+        if exc.bound == "max_points" and (exc.field or "").startswith("row "):  # a CSV, while it was read
+            raise TooLarge(f"{exc.problem}, over the limit of {exc.limit} per dataset (HINN_MAX_DATASET_POINTS)",
+                           field=exc.field) from None
         if exc.bound == "max_points":
             raise TooLarge(f"declares {exc.declared} time points, over the limit of {exc.limit} per dataset "
                            "(HINN_MAX_DATASET_POINTS)", field=exc.field) from None

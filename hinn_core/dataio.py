@@ -29,6 +29,8 @@ import math
 import re
 import zipfile
 import zlib
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,9 +140,26 @@ def _check_header(names: list[str]) -> int:
     return n
 
 
-def dataset_from_csv_text(text: str) -> TrajectoryDataset:
-    """Parse and validate long-format CSV text (see the module docstring)."""
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+def _lines(text: str) -> Iterator[str]:
+    """``text``'s lines with their ``\n``, one at a time (io.StringIO would first copy the whole
+    text, at up to 4 bytes a character)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        stop = len(text) if end < 0 else end + 1
+        yield text[start:stop]
+        start = stop
+
+
+def dataset_from_csv_text(text: str, *, max_points: int | None = None,
+                          max_trajectories: int | None = None) -> TrajectoryDataset:
+    """Parse and validate long-format CSV text (see the module docstring).
+
+    Values are kept in flat ``array('d')`` buffers per trajectory (about 8 bytes a number, not a
+    Python float in a list per row), and more than ``max_points`` rows or ``max_trajectories``
+    trajectory ids raise `DataLimitError` while reading, before the rest is parsed.
+    """
+    reader = csv.reader(_lines(text.removeprefix("\ufeff")))
     try:
         header = next(r for r in reader if any(c.strip() for c in r))
     except StopIteration:
@@ -149,7 +168,9 @@ def dataset_from_csv_text(text: str) -> TrajectoryDataset:
         raise DataError(f"is not valid CSV: {e}", field="header") from None
     names = [c.strip() for c in header]
     n = _check_header(names)
-    groups: dict[str, tuple[list[int], list[list[float]]]] = {}
+    width = len(names) - 1
+    groups: dict[str, tuple[list[int], array]] = {}  # id: (last row's line, flat values)
+    rows = 0
     try:
         for row in reader:
             if not any(c.strip() for c in row):
@@ -160,6 +181,10 @@ def dataset_from_csv_text(text: str) -> TrajectoryDataset:
             tid = row[0].strip()
             if not tid:
                 raise DataError("the trajectory id is empty", field=f"row {line}, column trajectory")
+            rows += 1
+            if max_points is not None and rows > max_points:
+                raise DataLimitError(f"has more than {max_points} data rows (time points)", field=f"row {line}",
+                                     bound="max_points", limit=max_points, declared=rows)
             values = []
             for name, cell in zip(names[1:], row[1:], strict=True):
                 try:
@@ -174,22 +199,29 @@ def dataset_from_csv_text(text: str) -> TrajectoryDataset:
                         field=f"row {line}, column {name}",
                     )
                 values.append(x)
-            lines, data = groups.setdefault(tid, ([], []))
-            if data and values[0] <= data[-1][0]:
+            group = groups.get(tid)
+            if group is None:
+                if max_trajectories is not None and len(groups) >= max_trajectories:
+                    raise DataLimitError(f"has more than {max_trajectories} trajectory ids", field=f"row {line}",
+                                         bound="max_trajectories", limit=max_trajectories,
+                                         declared=len(groups) + 1)
+                group = groups[tid] = ([0], array("d"))
+            last, data = group
+            if data and values[0] <= data[-width]:
                 raise DataError(
                     f"times must be strictly increasing within trajectory {tid!r}: t = {values[0]!r} "
-                    f"follows t = {data[-1][0]!r} (row {lines[-1]})",
+                    f"follows t = {data[-width]!r} (row {last[0]})",
                     field=f"row {line}, column t",
                 )
-            lines.append(line)
-            data.append(values)
+            last[0] = line
+            data.extend(values)
     except csv.Error as e:
         raise DataError(f"is not valid CSV: {e}", field=f"row {reader.line_num}") from None
     if not groups:
         raise DataError("the CSV file has a header but no data rows", field="trajectories")
     trajectories = []
     for tid, (_, data) in groups.items():
-        arr = np.array(data, dtype=np.float64)
+        arr = np.frombuffer(data, dtype=np.float64).reshape(-1, width).copy()
         where = f"trajectory {tid}"
         try:
             tr = Trajectory.from_arrays(arr[:, 0], arr[:, 1 : 1 + n], arr[:, 1 + n :])
@@ -416,11 +448,13 @@ def _suffix(path: str | Path) -> str:
 
 
 def dataset_from_bytes(data: bytes, filename: str, *, max_points: int | None = None,
-                       max_bytes: int | None = DEFAULT_NPZ_MAX_BYTES) -> TrajectoryDataset:
+                       max_bytes: int | None = DEFAULT_NPZ_MAX_BYTES,
+                       max_trajectories: int | None = None) -> TrajectoryDataset:
     """Parse an uploaded file's bytes; the format comes from ``filename``'s suffix.
 
     ``max_points``/``max_bytes`` bound what an NPZ archive may declare (see `dataset_from_npz_bytes`);
-    JSON and CSV hold their numbers as text, so their size is already bounded by ``len(data)``.
+    CSV stops reading past ``max_points`` rows or ``max_trajectories`` ids; JSON is bounded by
+    ``len(data)`` only (it is parsed whole).
     """
     suffix = _suffix(filename)
     if suffix == ".npz":
@@ -429,7 +463,9 @@ def dataset_from_bytes(data: bytes, filename: str, *, max_points: int | None = N
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"is not UTF-8 text: {e}", field="file") from None
-    return _dataset_from_json_text(text) if suffix == ".json" else dataset_from_csv_text(text)
+    if suffix == ".json":
+        return _dataset_from_json_text(text)
+    return dataset_from_csv_text(text, max_points=max_points, max_trajectories=max_trajectories)
 
 
 def save_dataset(ds: TrajectoryDataset, path: str | Path) -> Path:

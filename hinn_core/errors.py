@@ -21,7 +21,8 @@ class DataError(HinnError, ValueError):
 
 
 class DataLimitError(DataError):
-    """Data declare more than a caller's size limit (``bound``: ``"max_points"`` or ``"max_bytes"``).
+    """Data declare more than a caller's size limit (``bound``: ``"max_points"``, ``"max_bytes"`` or
+    ``"max_trajectories"``).
 
     Raised before the data are allocated; ``declared`` is what the input claims, ``limit`` the bound.
     """

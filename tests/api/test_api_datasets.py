@@ -148,6 +148,10 @@ def test_trajectory_limits_are_413(build: Callable[..., TestClient]) -> None:
     r = client.post(url(client, "upload_dataset"), files={"file": ("many.csv", dataset_to_csv_text(
         generate_dataset("spring", 4, 0.3, 0.1)).encode())})
     assert_problem(r, 413, "trajectories")
+    r = client.post(url(client, "upload_dataset"), files={"file": ("long.csv", dataset_to_csv_text(
+        generate_dataset("spring", 2, 5.9, 0.1)).encode())})  # 2 × 60 rows: reading stops at row 101
+    body = assert_problem(r, 413, "row 102")
+    assert "limit of 100" in body["detail"] and "HINN_MAX_DATASET_POINTS" in body["detail"]
     assert n_datasets(client) == 0
 
 

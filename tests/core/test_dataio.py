@@ -151,6 +151,34 @@ def test_csv_row_shape_and_short_trajectory() -> None:
     assert err.field == "trajectory lonely, column t" and "at least 2" in err.problem
 
 
+def test_csv_limits_stop_reading_at_the_first_row_over_them() -> None:
+    text = "trajectory,t,q0,p0\n" + "".join(f"{k},{i * 0.1:.1f},1,2\n" for k in "abc" for i in range(4))
+    assert dataset_from_csv_text(text, max_points=12, max_trajectories=3).n_points == 12  # at the limits
+    with pytest.raises(DataLimitError) as info:
+        dataset_from_csv_text(text, max_points=7)
+    assert (info.value.bound, info.value.limit, info.value.field) == ("max_points", 7, "row 9")
+    with pytest.raises(DataLimitError) as info:
+        dataset_from_csv_text(text, max_trajectories=2)
+    assert (info.value.bound, info.value.limit, info.value.field) == ("max_trajectories", 2, "row 10")
+    with pytest.raises(DataLimitError):  # the upload path passes them through
+        dataset_from_bytes(text.encode(), "x.csv", max_trajectories=2)
+
+
+def test_csv_parsing_holds_about_two_copies_of_the_numbers_not_python_objects() -> None:
+    """50 × 2000 rows: flat float buffers and lazy lines peak at ~2× the text (was ~14×: a list of
+    Python floats per row and io.StringIO's copy of the text)."""
+    text = "trajectory,t,q0,p0\n" + "".join(f"tr{k},{i * 0.1:.1f},0.500,-0.250\n"
+                                            for k in range(50) for i in range(2000))
+    tracemalloc.start()
+    try:
+        ds = dataset_from_csv_text(text)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ds.n_points == 100_000 and ds.trajectories[7].q[3, 0] == 0.5
+    assert peak < 4 * len(text), peak / len(text)
+
+
 def _npz(**arrays: Any) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)  # type: ignore[arg-type]
