@@ -44,18 +44,16 @@ def parse_upload(data: bytes, filename: str, settings: Settings) -> TrajectoryDa
         return dataset_from_bytes(data, filename, max_points=settings.max_dataset_points,
                                   max_bytes=NPZ_BYTES_PER_BODY_BYTE * settings.max_body_bytes,
                                   max_trajectories=settings.max_trajectories)
-    except DataLimitError as exc:
-        if exc.bound == "max_trajectories":  # a CSV, while it was read
-            raise TooLarge(f"{exc.problem} ({exc.field}), over the limit of {exc.limit} per dataset "
-                           "(HINN_MAX_TRAJECTORIES)", field="trajectories") from None
-        if exc.bound == "max_points" and (exc.field or "").startswith("row "):  # a CSV, while it was read
-            raise TooLarge(f"{exc.problem}, over the limit of {exc.limit} per dataset (HINN_MAX_DATASET_POINTS)",
-                           field=exc.field) from None
-        if exc.bound == "max_points":
-            raise TooLarge(f"declares {exc.declared} time points, over the limit of {exc.limit} per dataset "
-                           "(HINN_MAX_DATASET_POINTS)", field=exc.field) from None
-        raise TooLarge(f"declares {exc.declared} bytes of uncompressed array data, over the limit of {exc.limit} "
-                       f"({NPZ_BYTES_PER_BODY_BYTE} × HINN_MAX_BODY_BYTES)", field=exc.field) from None
+    except DataLimitError as exc:  # hinn_core's message names the limit; add the setting behind it
+        if exc.bound == "max_trajectories":  # a CSV, at the row that brings in one id too many
+            raise TooLarge(f"{exc.field} {exc.problem} per dataset ({_LIMIT_SETTINGS[exc.bound]})",
+                           field="trajectories") from None
+        raise TooLarge(f"{exc.problem} ({_LIMIT_SETTINGS[exc.bound]})", field=exc.field) from None
+
+
+#: the setting behind each `DataLimitError.bound` that `parse_upload` passes
+_LIMIT_SETTINGS = {"max_points": "HINN_MAX_DATASET_POINTS", "max_trajectories": "HINN_MAX_TRAJECTORIES",
+                   "max_bytes": f"{NPZ_BYTES_PER_BODY_BYTE} × HINN_MAX_BODY_BYTES"}
 
 
 def generate(spec: dict[str, Any], settings: Settings) -> TrajectoryDataset:

@@ -183,8 +183,8 @@ def dataset_from_csv_text(text: str, *, max_points: int | None = None,
                 raise DataError("the trajectory id is empty", field=f"row {line}, column trajectory")
             rows += 1
             if max_points is not None and rows > max_points:
-                raise DataLimitError(f"has more than {max_points} data rows (time points)", field=f"row {line}",
-                                     bound="max_points", limit=max_points, declared=rows)
+                raise DataLimitError(f"has more data rows (time points) than the limit of {max_points}",
+                                     field=f"row {line}", bound="max_points", limit=max_points, declared=rows)
             values = []
             for name, cell in zip(names[1:], row[1:], strict=True):
                 try:
@@ -202,8 +202,8 @@ def dataset_from_csv_text(text: str, *, max_points: int | None = None,
             group = groups.get(tid)
             if group is None:
                 if max_trajectories is not None and len(groups) >= max_trajectories:
-                    raise DataLimitError(f"has more than {max_trajectories} trajectory ids", field=f"row {line}",
-                                         bound="max_trajectories", limit=max_trajectories,
+                    raise DataLimitError(f"brings a trajectory id over the limit of {max_trajectories}",
+                                         field=f"row {line}", bound="max_trajectories", limit=max_trajectories,
                                          declared=len(groups) + 1)
                 group = groups[tid] = ([0], array("d"))
             last, data = group
