@@ -292,7 +292,7 @@ def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator:
     integ = _INTEGRATOR_CODES[name]
     newton = integ == 3 or (integ in (1, 2) and packed.arch != 1)
     cfg = np.array([packed.arch, packed.act, integ, n, int(newton), NEWTON_MAX_ITER, int(energy), int(fused),
-                    round(1e6 * _k.CHORD_RATE) if reuse_jacobian is True else int(reuse_jacobian)], dtype=np.int64)
+                    round(1e6 * _k.CHORD_RATE) if reuse_jacobian else 0], dtype=np.int64)
     block = block or _block_size(B, packed, newton)
     return _Call(name, packed, q0, p0, h2, cfg, block, -(-B // block))
 
