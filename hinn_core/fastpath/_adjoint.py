@@ -9,9 +9,9 @@ vector–Jacobian product of the rates: for H nets that is the adjoint of the gr
 the Hessian–vector product for the states and ∂/∂θ (c · ∇H) for the weights, the same algebra as
 `hinn_core.networks._ValueAndGrad.backward`; for the vector field plain backpropagation.
 
-Trunk workspace ``tw = (Z, AH, D1, D2, GL, DS, DG, DE, DA, DZ, T, U, C, DU, W)``: Z, DG, DE, DA, DZ
+Trunk workspace ``tw = (Z, AH, D1, D2, GL, DS, DG, DE, DA, DZ, U, C, DU, W)``: Z, DG, DE, DA, DZ
 ``(S, w)``; AH, D1, D2, GL, DS ``(L+1, S, w)`` (hidden states, σ', σ'', backward-sweep g_l and the
-cotangents of σ'(z_l) per layer); T ``(S·w,)`` and W (a weight matrix's size) scratch; U, C, DU ``(S, d)``.
+cotangents of σ'(z_l) per layer); W (a weight matrix's size) scratch; U, C, DU ``(S, d)``.
 Weight gradients ``gw = (gW0, gb0, gWr, gbr, gWo, gbo)`` have the packed weights' shapes
 (`hinn_core.fastpath.pack`) and are accumulated into.
 """
@@ -24,7 +24,10 @@ from numba import njit
 from hinn_core.fastpath import _field as fd
 from hinn_core.fastpath import _rollout as rk
 from hinn_core.fastpath._math import JIT, KERNEL, activate, cst
-from hinn_core.fastpath._trunk import BLAS_MIN_ROWS, matmul, matmul_bias, matmul_wide
+from hinn_core.fastpath._trunk import matmul, matmul_bias
+
+#: weight gradients through one BLAS call (numba's ``np.dot``) for blocks of at least this many rows
+BLAS_MIN_ROWS = 8
 
 
 @njit(**KERNEL)
@@ -70,7 +73,7 @@ def _col_sum_acc(X, g, S):
 def sweep_saved(net, t, act, rh, U, S, tw, scalar):
     """Forward pass keeping every layer's hidden state, σ' and σ''; for a scalar trunk also the
     backward sweep g_l = ∂out/∂a_l (g_L = wo, g_{l−1} = g_l + rh·(g_l ⊙ σ'(z_l)) K_lᵀ)."""
-    Z, AH, D1, D2, GL, E, T = tw[0], tw[1], tw[2], tw[3], tw[4], tw[7], tw[10]
+    Z, AH, D1, D2, GL, E = tw[0], tw[1], tw[2], tw[3], tw[4], tw[7]
     Wr, br, WrT = net[3][t], net[4][t], net[5][t]
     L = Wr.shape[0]
     w = Z.shape[1]
@@ -83,7 +86,7 @@ def sweep_saved(net, t, act, rh, U, S, tw, scalar):
             for j in range(w):
                 Z[s, j] = b[j]
                 cur[s, j] = prev[s, j]
-        matmul_wide(prev, Wr[layer], Z, S, True, T)
+        matmul(prev, Wr[layer], Z, S, True)
         activate(Z, cur, D1[layer + 1], D2[layer + 1], S, act, rh, True)
     if not scalar:
         return
@@ -97,14 +100,14 @@ def sweep_saved(net, t, act, rh, U, S, tw, scalar):
             for j in range(w):
                 E[s, j] = rh * g[s, j] * d[s, j]
                 gn[s, j] = g[s, j]
-        matmul_wide(E, WrT[layer - 1], gn, S, True, T)
+        matmul(E, WrT[layer - 1], gn, S, True)
 
 
 @njit(**KERNEL)
 def _forward_adjoint(net, t, rh, U, S, tw, gw):
     """From ``DA`` (= ∂/∂a_L) and ``DS[l]`` (= ∂/∂σ'(z_l)): back through the forward pass to ``DU``
     (= ∂/∂u), accumulating the weight gradients of K_l, b_l, K_0, b_0."""
-    AH, D1, D2, DS, DA, DZ, T, DU = tw[1], tw[2], tw[3], tw[5], tw[8], tw[9], tw[10], tw[13]
+    AH, D1, D2, DS, DA, DZ, DU = tw[1], tw[2], tw[3], tw[5], tw[8], tw[9], tw[12]
     WrT = net[5][t]
     L = WrT.shape[0]
     w = DA.shape[1]
@@ -113,14 +116,14 @@ def _forward_adjoint(net, t, rh, U, S, tw, gw):
         for s in range(S):
             for j in range(w):
                 DZ[s, j] = ds[s, j] * d2[s, j] + rh * DA[s, j] * d1[s, j]
-        _outer_acc(AH[layer - 1], DZ, gw[2][t][layer - 1], S, cst(rh, 1.0), tw[14])
+        _outer_acc(AH[layer - 1], DZ, gw[2][t][layer - 1], S, cst(rh, 1.0), tw[13])
         _col_sum_acc(DZ, gw[3][t][layer - 1], S)
-        matmul_wide(DZ, WrT[layer - 1], DA, S, True, T)
+        matmul(DZ, WrT[layer - 1], DA, S, True)
     ds, d1, d2 = DS[0], D1[0], D2[0]
     for s in range(S):
         for j in range(w):
             DZ[s, j] = ds[s, j] * d2[s, j] + DA[s, j] * d1[s, j]
-    _outer_acc(U, DZ, gw[0][t], S, cst(rh, 1.0), tw[14])
+    _outer_acc(U, DZ, gw[0][t], S, cst(rh, 1.0), tw[13])
     _col_sum_acc(DZ, gw[1][t], S)
     matmul(DZ, net[2][t], DU, S, False)
 
@@ -130,7 +133,7 @@ def scalar_vjp(net, t, act, rh, U, C, S, tw, gw):
     """Scalar trunk, cotangent ``C (S, d)`` on its input gradient ∇_u out: ``DU = ∇²_u out · C``
     per sample, and ∂/∂θ Σ_s C_s · ∇_u out(u_s) added to ``gw[·][t]``."""
     sweep_saved(net, t, act, rh, U, S, tw, True)
-    D1, GL, DS, DG, DE, DA, T = tw[2], tw[4], tw[5], tw[6], tw[7], tw[8], tw[10]
+    D1, GL, DS, DG, DE, DA = tw[2], tw[4], tw[5], tw[6], tw[7], tw[8]
     Wr = net[3][t]
     L = Wr.shape[0]
     w = DG.shape[1]
@@ -143,14 +146,14 @@ def scalar_vjp(net, t, act, rh, U, C, S, tw, gw):
             DG[s, j] = DE[s, j] * d0[s, j]
             DS[0][s, j] = DE[s, j] * g0[s, j]
             DA[s, j] = g0[s, j] * d0[s, j]  # e_0, as scratch
-    _outer_acc(C, DA, gw[0][t], S, cst(rh, 1.0), tw[14])
+    _outer_acc(C, DA, gw[0][t], S, cst(rh, 1.0), tw[13])
     for layer in range(1, L + 1):
-        matmul_wide(DG, Wr[layer - 1], DE, S, False, T)  # ∂/∂e_l = rh·DG K_l (rh below)
+        matmul(DG, Wr[layer - 1], DE, S, False)  # ∂/∂e_l = rh·DG K_l (rh below)
         g, d = GL[layer], D1[layer]
         for s in range(S):
             for j in range(w):
                 DA[s, j] = g[s, j] * d[s, j]  # e_l
-        _outer_acc(DG, DA, gw[2][t][layer - 1], S, rh, tw[14])
+        _outer_acc(DG, DA, gw[2][t][layer - 1], S, rh, tw[13])
         ds = DS[layer]
         for s in range(S):
             for j in range(w):
@@ -177,7 +180,7 @@ def vector_vjp(net, t, act, rh, U, C, S, tw, gw):
     L = net[3][t].shape[0]
     w, m = Wo.shape
     zero = cst(rh, 0.0)
-    _outer_acc(AH[L], C, gw[4][t], S, cst(rh, 1.0), tw[14])
+    _outer_acc(AH[L], C, gw[4][t], S, cst(rh, 1.0), tw[13])
     _col_sum_acc(C, gw[5][t], S)
     for s in range(S):
         for j in range(w):
@@ -198,7 +201,7 @@ def half_vjp(net, nrm, t, act, rh, n, X, LH, S, tw, gw, DH):
     """Separable net, trunk ``t`` (0: V at q, giving dp/dt = −V'(q); 1: T at p, giving dq/dt = T'(p)):
     cotangent ``LH (S, n)`` on that rate; the cotangent of its half of the state ``X`` is added to
     ``DH (S, n)``."""
-    U, C, DU = tw[11], tw[12], tw[13]
+    U, C, DU = tw[10], tw[11], tw[12]
     off = t * n
     fd.normalise(X, S, off, n, nrm, U)
     gsc, scale = nrm[3], nrm[1]
@@ -220,7 +223,7 @@ def field_vjp(net, nrm, arch, act, rh, n, X, LQ, LP, S, tw, gw, DQ, DP):
         half_vjp(net, nrm, 0, act, rh, n, X, LP, S, tw, gw, DQ)
         half_vjp(net, nrm, 1, act, rh, n, X, LQ, S, tw, gw, DP)
         return
-    U, C, DU = tw[11], tw[12], tw[13]
+    U, C, DU = tw[10], tw[11], tw[12]
     fd.normalise(X, S, 0, 2 * n, nrm, U)
     if arch == fd.GENERAL:
         gsc = nrm[3]  # rates = (∂H/∂p, −∂H/∂q), ∇H = gsc ⊙ ∇trunk
@@ -253,7 +256,7 @@ def _trunk_workspace(net, S, dtype_like):
     return (np.empty((S, w), dt), np.empty((L + 1, S, w), dt), np.empty((L + 1, S, w), dt),
             np.empty((L + 1, S, w), dt), np.empty((L + 1, S, w), dt), np.empty((L + 1, S, w), dt),
             np.empty((S, w), dt), np.empty((S, w), dt), np.empty((S, w), dt), np.empty((S, w), dt),
-            np.empty(S * w, dt), np.empty((S, din), dt), np.empty((S, din), dt), np.empty((S, din), dt),
+            np.empty((S, din), dt), np.empty((S, din), dt), np.empty((S, din), dt),
             np.empty(big * big, dt))
 
 

@@ -159,6 +159,18 @@ def sigmoid(x):
 
 
 @njit(**KERNEL)
+def tanh_logcosh(x):
+    """``(tanh x, antitanh x)`` from one exponential: log cosh's value and derivative share
+    e^{−2|x|}; bitwise the results of `tanh` and `antitanh` (above |x| = 20 the log term is below
+    half an ulp of |x|, so clamping it as tanh does changes nothing)."""
+    ax = abs(x)
+    s, num, den = _exp_parts(cst(x, -2.0) * (cst(x, 20.0) if ax > cst(x, 20.0) else ax))
+    e = s * (den + num)
+    t = (-num if s == cst(x, 1.0) else den - e) / (den + e)
+    return (t if x >= cst(x, 0.0) else -t), ax + log1p_unit(e / den)
+
+
+@njit(**KERNEL)
 def antitanh(x):
     """``log cosh x + log 2 = |x| + log(1 + e^{−2|x|})``, as hessQuik's antiTanhActivation computes it."""
     ax = abs(x)
@@ -202,11 +214,10 @@ def activate(Z, A, D1, D2, S, act, rh, accumulate):
                 A[s, j] = keep * A[s, j] + step * t
         elif act == ANTITANH:
             for j in range(w):
-                z = Z[s, j]
-                t = tanh(z)  # (log cosh)' = tanh
+                t, lc = tanh_logcosh(Z[s, j])  # (log cosh)' = tanh
                 D1[s, j] = t
                 D2[s, j] = one - t * t
-                A[s, j] = keep * A[s, j] + step * antitanh(z)
+                A[s, j] = keep * A[s, j] + step * lc
         else:
             for j in range(w):
                 z = Z[s, j]

@@ -77,8 +77,8 @@ def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
     ``mdl[9] == 0`` (training): Newton with a fresh Jacobian every iteration, as the torch path,
     whose differentiable step needs the last iteration's Jacobian. ``mdl[9] == 1`` (prediction):
     simplified Newton: the block's Jacobian (``sw[5]``, valid while ``sw[16][0]``) is kept across
-    iterations and steps and re-evaluated at the current iterate only when an iteration contracts
-    by less than `CHORD_RATE`, fails to be finite, or meets a singular matrix. The root and the
+    iterations and steps and re-evaluated at the current iterate only when an iteration that does
+    not converge contracts by less than `CHORD_RATE`, fails to be finite, or meets a singular matrix. The root and the
     stopping test are the same; only Newton iterations (fresh Jacobians) count against the cap.
     """
     net, nrm, arch, act, rh, n, tol, max_iter = mdl[0], mdl[1], mdl[2], mdl[3], mdl[4], mdl[5], mdl[6], mdl[7]
@@ -154,10 +154,13 @@ def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
                 continue
             for i in range(dz):
                 z[s, i] = z[s, i] - r[i]
-            if reuse and not fresh and big_dz > rate * prev[s]:
-                valid[0] = False  # the stale Jacobian contracts too slowly: refresh
+            converged = big_dz <= tol * (one + big_z)
+            if reuse and not fresh and not converged and big_dz > rate * prev[s]:
+                # the stale Jacobian contracts too slowly: refresh. Not on the converging
+                # iteration, whose correction is at round-off and says nothing of the Jacobian
+                valid[0] = False
             prev[s] = big_dz
-            if big_dz <= tol * (one + big_z):
+            if converged:
                 active[s] = False
             else:
                 remaining += 1
@@ -299,7 +302,7 @@ def _workspaces(net, n, S, dtype_like):
     dt = dtype_like.dtype
     ws = (np.empty((S, w), dt), np.empty((S, w), dt), np.empty((L + 1, S, w), dt), np.empty((L + 1, S, w), dt),
           np.empty((S, w), dt), np.empty((S, w), dt), np.empty((S * din, w), dt), np.empty((L + 1, S * din, w), dt),
-          np.empty((w, din), dt), np.empty((S * din, mo), dt), np.empty(S * w, dt))
+          np.empty((w, din), dt), np.empty((S * din, mo), dt))
     m = 2 * n
     fw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty(S, dt), np.empty(S, dt), np.empty((S, m, m), dt),
           np.empty((S, mo), dt), np.empty((S, mo, m), dt))

@@ -61,3 +61,28 @@ def test_log_cosh_and_softplus_match_their_references(dtype) -> None:
     assert _ulps(_run(_antitanh, x), np.logaddexp(x64, -x64), dtype) <= 4.0  # log(2 cosh x)
     soft = torch.nn.functional.softplus(torch.from_numpy(x64)).numpy()  # torch's threshold: x above 20
     assert _ulps(_run(_softplus, x), soft, dtype) <= 4.0
+
+
+@njit(cache=False)
+def _tanh_logcosh(x, t, lc):
+    for i in range(x.shape[0]):
+        t[i], lc[i] = fm.tanh_logcosh(x[i])
+
+
+@njit(cache=False)
+def _tanh(x, out):
+    for i in range(x.shape[0]):
+        out[i] = fm.tanh(x[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_tanh_logcosh_is_bitwise_tanh_and_antitanh(dtype) -> None:
+    """The log-cosh layer's fused activation (one exponential for value and derivative) gives
+    exactly what the separate functions give, including past the clamp at |x| = 20."""
+    x = np.concatenate([np.linspace(-60.0, 60.0, 120_001), np.logspace(-300 if dtype == np.float64 else -37, 2, 5001),
+                        [0.0, -0.0, 19.999, 20.0, 20.001, 700.0, -750.0, np.inf, -np.inf, np.nan]]).astype(dtype)
+    x = np.concatenate([x, -x])
+    t, lc = np.empty_like(x), np.empty_like(x)
+    _tanh_logcosh(x, t, lc)
+    np.testing.assert_array_equal(t, _run(_tanh, x))
+    np.testing.assert_array_equal(lc, _run(_antitanh, x))
