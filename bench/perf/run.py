@@ -163,8 +163,16 @@ def torch_rollout(model: DynamicsModel, q0: np.ndarray, p0: np.ndarray, h: np.nd
 
 def fast_rollout(model: DynamicsModel, q0: np.ndarray, p0: np.ndarray, h: np.ndarray,
                  reuse_jacobian: bool = True) -> np.ndarray:
-    q, p, _ = fastpath.rollout(model, q0, p0, h, reuse_jacobian=reuse_jacobian)
+    """hinn's prediction path, as one array for `max_diff` (timings call `fast_call`: the concatenation
+    and float64 copy are this comparison's, not the path's)."""
+    q, p, _ = fast_call(model, q0, p0, h, reuse_jacobian)
     return np.concatenate([q, p], -1).astype(np.float64)
+
+
+def fast_call(model: DynamicsModel, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, reuse_jacobian: bool = True,
+              energy: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What `hinn_core.predict` runs: q, p and (with ``energy``) the learned H at every state."""
+    return fastpath.rollout(model, q0, p0, h, reuse_jacobian=reuse_jacobian, energy=energy)
 
 
 def scipy_rollout(model: DynamicsModel, q0: np.ndarray, p0: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, int]:
@@ -197,10 +205,10 @@ def bench_latency(quick: bool) -> list[dict[str, Any]]:
                 h = np.full(STEPS, DT)
                 ref = naive_rollout(model, "hessquik", q0, p0, h)
                 row: dict[str, Any] = {"size": size, "dtype": dname, "architecture": arch, "integrator": integ}
-                row["fast_ms"] = 1e3 * median_time(partial(fast_rollout, model, q0, p0, h), reps_fast)
+                row["fast_ms"] = 1e3 * median_time(partial(fast_call, model, q0, p0, h), reps_fast)
                 if integ == "implicit_midpoint":  # the same kernel with a fresh Jacobian every iteration
                     row["full_newton_ms"] = 1e3 * median_time(
-                        partial(fast_rollout, model, q0, p0, h, False), reps_fast)
+                        partial(fast_call, model, q0, p0, h, False), reps_fast)
                 row["torch_ms"] = 1e3 * median_time(partial(torch_rollout, model, q0, p0, h), reps_slow)
                 row["hessquik_ms"] = 1e3 * median_time(partial(naive_rollout, model, "hessquik", q0, p0, h),
                                                        reps_slow, warmup=0)
@@ -231,9 +239,11 @@ def bench_throughput(quick: bool) -> list[dict[str, Any]]:
                     steps_fast = 1000 if batch == 64 else 100
                     steps_naive = 50 if batch == 64 else 5
                     hf, hn = np.full(steps_fast, DT), np.full(steps_naive, DT)
-                    t_fast = median_time(partial(fast_rollout, model, q0, p0, hf), 3 if quick else 7)
+                    t_fast = median_time(partial(fast_call, model, q0, p0, hf), 3 if quick else 7)
+                    # states only, as the naive loop computes them (no H along the trajectory)
+                    t_states = median_time(partial(fast_call, model, q0, p0, hf, energy=False), 3 if quick else 7)
                     t_full = None if integ != "implicit_midpoint" else median_time(
-                        partial(fast_rollout, model, q0, p0, hf, False), 3 if quick else 7)
+                        partial(fast_call, model, q0, p0, hf, False), 3 if quick else 7)
                     mode = "hessquik" if integ == "implicit_midpoint" else "autograd"
                     # hessQuik's Hessian at batch 4096 takes seconds per Newton iteration: not timed there
                     t_naive = None if (mode, batch) == ("hessquik", 4096) else median_time(
@@ -242,6 +252,7 @@ def bench_throughput(quick: bool) -> list[dict[str, Any]]:
                                           1 if quick else 3)
                     row = {"size": size, "dtype": dname, "architecture": arch, "integrator": integ, "batch": batch,
                            "fast_Mss": batch * steps_fast / t_fast / 1e6,
+                           "states_Mss": batch * steps_fast / t_states / 1e6,
                            "full_newton_Mss": None if t_full is None else batch * steps_fast / t_full / 1e6,
                            "torch_Mss": batch * steps_naive / t_torch / 1e6,
                            "naive_Mss": None if t_naive is None else batch * steps_naive / t_naive / 1e6,
@@ -467,12 +478,15 @@ def render(r: dict[str, Any]) -> str:
     out += ["", "## Batched throughput (million state-steps per second)", "",
             "The naive loop is autograd per stage (hessQuik for implicit midpoint, which needs Hessians; not "
             "timed at batch 4096, where one hessQuik Hessian takes seconds).", "",
-            "| size | dtype | model · integrator | batch | hinn | full Newton | torch path | naive loop "
+            "*hinn* computes q, p and the learned H at every state, as `POST /predict` does; *states only* the same "
+            "kernel without H (`energy=False`), the work the naive loop does.", "",
+            "| size | dtype | model · integrator | batch | hinn | states only | full Newton | torch path | naive loop "
             "| hinn / naive |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for x in r["throughput"]:
         out.append(f"| {x['size']} | {x['dtype']} | {x['architecture']} · {x['integrator']} | {x['batch']} "
-                   f"| {_f(x['fast_Mss'])} | {_f(x.get('full_newton_Mss'))} | {_f(x['torch_Mss'], 3)} "
+                   f"| {_f(x['fast_Mss'])} | {_f(x.get('states_Mss'))} | {_f(x.get('full_newton_Mss'))} "
+                   f"| {_f(x['torch_Mss'], 3)} "
                    f"| {_f(x['naive_Mss'], 4)} "
                    f"| {_ratio(x['fast_Mss'], x['naive_Mss'])} |")
     out += ["", "## One Adam step (batch 256 × 10 rollout steps)", "",
