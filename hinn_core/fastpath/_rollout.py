@@ -170,12 +170,71 @@ def newton(kind, mdl, x, base, v0, hh, z, S, ws, fw, sw):
     return NO_CONVERGENCE, last
 
 
+#: the history predictor extrapolates at most this far, in units of the span between the two
+#: slopes it extrapolates from (constant steps: 1); beyond, explicit Euler from the rates at x
+EXTRAPOLATE_MAX = 2.0
+
+
+@njit(inline="always", **JIT)
+def _remember_slope(X, Xn, hs, S, m, sw):
+    """After a midpoint step: its slope (x' − x)/h = f(z), the rates at the midpoint, becomes the
+    newest of the two that `_midpoint_from_history` extrapolates from."""
+    S1, S2, Hh, hist = sw[17], sw[18], sw[19], sw[20]
+    for s in range(S):
+        Hh[s, 1] = Hh[s, 0]
+        Hh[s, 0] = hs[s]
+        for c in range(m):
+            S2[s, c] = S1[s, c]
+            S1[s, c] = (Xn[s, c] - X[s, c]) / hs[s]
+    hist[0] += 1
+
+
+@njit(inline="always", **JIT)
+def _midpoint_from_history(mdl, X, Xn, hs, S, ws, fw, sw):
+    """Implicit midpoint (prediction) with Newton started from the last two steps' midpoint slopes
+    extrapolated to this step's midpoint time: z₀ = x + h/2·(s₁ + (s₁ − s₂)·(h₁ + h)/(h₂ + h₁)).
+
+    That guess is O(h³) from the root where explicit Euler's x + h/2·f(x) is O(h²), and it costs
+    no network sweep (the slopes are (x_k − x_{k−1})/h of states already computed); H at x then
+    comes from the rollout's deferred energy pass. Rows whose steps change too abruptly
+    (`EXTRAPOLATE_MAX`) start from explicit Euler, as the torch path. Same root and stopping test.
+    """
+    net, nrm, arch, act, rh, n = mdl[0], mdl[1], mdl[2], mdl[3], mdl[4], mdl[5]
+    R, Zs, half, S1, S2, Hh = sw[0], sw[10], sw[11], sw[17], sw[18], sw[19]
+    m = 2 * n
+    hf = cst(X, 0.5)
+    limit = cst(X, EXTRAPOLATE_MAX)
+    euler = False
+    for s in range(S):
+        half[s] = hf * hs[s]
+        if (Hh[s, 0] + hs[s]) > limit * (Hh[s, 1] + Hh[s, 0]):
+            euler = True
+    if euler:
+        fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
+    for s in range(S):
+        ratio = (Hh[s, 0] + hs[s]) / (Hh[s, 1] + Hh[s, 0])
+        if (Hh[s, 0] + hs[s]) > limit * (Hh[s, 1] + Hh[s, 0]):
+            for c in range(m):
+                Zs[s, c] = X[s, c] + half[s] * R[s, c]
+        else:
+            for c in range(m):
+                Zs[s, c] = X[s, c] + half[s] * (S1[s, c] + (S1[s, c] - S2[s, c]) * ratio)
+    code, val = newton(MIDPOINT, mdl, X, X, X, half, Zs, S, ws, fw, sw)
+    two = cst(X, 2.0)
+    for s in range(S):
+        for c in range(m):
+            Xn[s, c] = two * Zs[s, c] - X[s, c]
+    _remember_slope(X, Xn, hs, S, m, sw)
+    return code, val
+
+
 @njit(inline="always", **JIT)
 def step(integ, mdl, X, Xn, hs, S, ws, fw, sw, Hb, cached):
     """One step of integrator ``integ`` for rows ``s < S``: ``X → Xn`` with sizes ``hs (S,)``.
 
     Also leaves H at ``X`` in ``Hb`` (H nets), from the trunk outputs of the step's first gradient
-    sweep — for the explicit separable schemes only V's raw output (see `_kinetic_pass`).
+    sweep — for the explicit separable schemes only V's raw output (see `_kinetic_pass`); not for
+    implicit midpoint started from history (`_midpoint_from_history`: see `_energy_pass`).
     ``cached``: separable leapfrog's −V'(q) and V(q̂) at ``X`` are in ``sw[13:15]`` from the
     previous step's last kick (torch recomputes them: same numbers, one sweep fewer).
     Returns ``(code, last Newton correction)``.
@@ -214,6 +273,8 @@ def step(integ, mdl, X, Xn, hs, S, ws, fw, sw, Hb, cached):
                 for c in range(n):
                     Xn[s, n + c] = Y[s, n + c] + half[s] * Rc[s, n + c]
         return OK, zero
+    if integ == IMPLICIT_MIDPOINT and mdl[9] != 0 and sw[20][0] >= 2:
+        return _midpoint_from_history(mdl, X, Xn, hs, S, ws, fw, sw)
     # every other scheme starts with the rates at X: H(X) comes from that sweep
     fd.rates(net, nrm, arch, act, rh, n, X, S, ws, fw, R)
     if hamiltonian:
@@ -252,6 +313,8 @@ def step(integ, mdl, X, Xn, hs, S, ws, fw, sw, Hb, cached):
         for s in range(S):
             for c in range(m):
                 Xn[s, c] = two * Zs[s, c] - X[s, c]
+        if mdl[9] != 0:
+            _remember_slope(X, Xn, hs, S, m, sw)
         return code, val
     # symplectic Euler / leapfrog, non-separable: the momentum stage (and leapfrog's position
     # stage) by Newton
@@ -309,7 +372,8 @@ def _workspaces(net, n, S, dtype_like):
     sw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt),
           np.empty((S, m), dt), np.empty((S, m, m), dt), np.empty((m, m), dt), np.empty(m, dt),
           np.empty((m, m), dt), np.empty(S, np.bool_), np.empty((S, m), dt), np.empty(S, dt), np.empty((S, n), dt),
-          np.empty((S, m), dt), np.empty(S, dt), np.empty(S, dt), np.zeros(1, np.bool_))
+          np.empty((S, m), dt), np.empty(S, dt), np.empty(S, dt), np.zeros(1, np.bool_),
+          np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, 2), dt), np.zeros(1, np.int64))
     return ws, fw, sw
 
 
@@ -336,6 +400,24 @@ def _kinetic_pass(net, nrm, act, rh, n, offset, pout, Hout, b0, S, T, ws, fw):
             Hout[b0 + s, k] = osc * (val[r] + Hout[b0 + s, k]) + offset
 
 
+@njit(inline="always", **JIT)
+def _energy_pass(net, nrm, arch, act, rh, n, offset, qout, pout, Hout, b0, S, T, ws, fw, Xb, Hb):
+    """H at every state of the block, in blocks of `POST_ROWS` states (a value sweep each), for
+    schemes whose steps do not evaluate the network at x (implicit midpoint from history)."""
+    total = S * (T + 1)
+    for i0 in range(0, total, POST_ROWS):
+        cnt = min(POST_ROWS, total - i0)
+        for r in range(cnt):
+            s, k = divmod(i0 + r, T + 1)
+            for c in range(n):
+                Xb[r, c] = qout[b0 + s, k, c]
+                Xb[r, n + c] = pout[b0 + s, k, c]
+        fd.energy(net, nrm, arch, act, rh, n, offset, Xb, cnt, ws, fw, Hb)
+        for r in range(cnt):
+            s, k = divmod(i0 + r, T + 1)
+            Hout[b0 + s, k] = Hb[r]
+
+
 @njit(nogil=True, **JIT)
 def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, err, errv):
     """Blocks ``blk0 … blk1−1`` of ``block`` rows through all steps, one after another; outputs
@@ -349,7 +431,11 @@ def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, 
     hamiltonian = arch != fd.VECTOR and cfg[6] != 0  # cfg[6]: the caller wants H
     ws, fw, sw = _workspaces(net, n, block, q0)
     deferred = arch == fd.SEPARABLE and (integ == SYMPLECTIC_EULER or integ == LEAPFROG)
-    ws2, fw2, _ = _workspaces(net, n, POST_ROWS if deferred else 1, q0)
+    # implicit midpoint in prediction starts Newton from history, not from the rates at x: H after
+    deferred_all = integ == IMPLICIT_MIDPOINT and cfg[8] != 0
+    ws2, fw2, _ = _workspaces(net, n, POST_ROWS if deferred or deferred_all else 1, q0)
+    Xpost = np.empty((POST_ROWS if deferred_all else 1, m), q0.dtype)
+    Hpost = np.empty(POST_ROWS if deferred_all else 1, q0.dtype)
     X0 = np.empty((block, m), q0.dtype)
     X1 = np.empty((block, m), q0.dtype)
     hs = np.empty(block, q0.dtype)
@@ -367,12 +453,13 @@ def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, 
         cached = False
         failed = False
         sw[16][0] = False  # no Jacobian yet for this block's rows
+        sw[20][0] = 0  # nor midpoint slopes
         for k in range(T):
             for s in range(S):
                 hs[s] = h[0, k] if shared else h[b0 + s, k]
             code, val = step(integ, mdl, X, Xn, hs, S, ws, fw, sw, Hb, cached)
             cached = integ == LEAPFROG  # the last kick's −V'(q1) is the next first kick's
-            if hamiltonian:
+            if hamiltonian and not deferred_all:
                 for s in range(S):
                     Hout[b0 + s, k] = Hb[s]
             finite = True
@@ -399,7 +486,9 @@ def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, 
             X, Xn = Xn, X
         if failed or not hamiltonian:
             continue
-        if deferred:
+        if deferred_all:
+            _energy_pass(net, nrm, arch, act, rh, n, offset, qout, pout, Hout, b0, S, T, ws2, fw2, Xpost, Hpost)
+        elif deferred:
             fd.normalise(X, S, 0, n, nrm, fw[0])
             tk.value(net, 0, act, rh, fw[0], S, ws, Hb)
             for s in range(S):

@@ -115,6 +115,27 @@ def test_simplified_newton_finds_the_full_newton_root(arch: str, integrator: str
     _assert_close(reused, ref, F64)
 
 
+@pytest.mark.parametrize("arch", ["hinn", "hinn-separable"])
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_midpoint_from_history_meets_the_torch_root_and_energy(arch: str, dtype: torch.dtype) -> None:
+    """Prediction's implicit midpoint starts Newton from the last two midpoint slopes (no sweep at x;
+    H from the deferred energy pass). Rows with constant steps, a 5× jump and a 5× drop (explicit
+    Euler start on the jump), and alternating steps, in one block: the torch path's states and H."""
+    model = _model(arch, dtype=dtype)
+    q0, p0, _ = _inputs(4, 1, variable=False)
+    T = 60
+    h = np.full((4, T), 0.02)
+    h[1, 20:] = 0.1
+    h[1, 40:] = 0.02
+    h[2, ::2] = 0.005
+    h[3, 30] = 0.12  # a lone spike: the row falls back to Euler there, the others extrapolate
+    got = fastpath.rollout(model, q0, p0, h, "implicit_midpoint")
+    _assert_close(got, _torch_rollout(model, q0, p0, h, "implicit_midpoint"), dtype)
+    full = fastpath.rollout(model, q0, p0, h, "implicit_midpoint", reuse_jacobian=False)
+    _assert_close(got, full, dtype)
+    assert got[2] is not None and np.isfinite(got[2]).all()
+
+
 def test_batch_blocks_and_threads_give_identical_numbers() -> None:
     """Blocks are independent: one sample alone, in a batch and on several threads agree bitwise."""
     model = _model("hinn", "softplus")
