@@ -2,9 +2,12 @@
 
 Samples are processed in blocks of ``S`` rows that stay in cache for all T steps; blocks are
 independent, so running ranges of blocks on several threads (the kernel releases the GIL) gives
-the same numbers as one thread. Each step mirrors the torch `Integrator.step` formula for formula; implicit stages run
-Newton with the same initial guess, tolerance (``|Δz| ≤ tol·(1 + |z|)``) and iteration cap, both
+the same numbers as one thread. Each step mirrors the torch `Integrator.step` formula for formula;
+implicit stages run Newton to the same tolerance (``|Δz| ≤ tol·(1 + |z|)``) and iteration cap, both
 passed in from `hinn_core.integrators`, tested per sample (the torch path tests the batch).
+Training also uses the torch path's initial guess and full Newton (its adjoint needs the last
+Jacobian); prediction solves by simplified Newton and starts implicit midpoint from the last two
+steps' slopes (`_midpoint_from_history`): the same roots to the tolerance, fewer sweeps.
 
 Errors are returned, not raised: ``err[block] = (code, step)`` and ``errv[block]`` (the last
 Newton correction); `hinn_core.fastpath` turns them into the torch path's `IntegrationError`.
