@@ -1,21 +1,27 @@
-"""The trunks' matrix product three ways, in one run, as ratios: why `_trunk.matmul` is tiled.
+"""The trunks' inner kernels against the versions they replaced, in one run, as ratios.
 
-    python -m bench.perf.kernels          # ~1 min on 2 cores
+    python -m bench.perf.kernels          # ~1.5 min on 2 cores
 
 ``Z (+)= A @ K`` for blocks of 16, 64 and 256 rows, widths 32 and 64, float64 and float32, the shapes
 a rollout block and the Hessian tangents have: `_trunk.matmul` (4 rows × 4 rows of K per tile), the
 row-at-a-time loop it replaced (`_trunk._matmul_rows`), and numba's ``np.dot`` into scratch (BLAS
 calls in chunks, as the kernels made before). Prints ns per row and matrix–vector product, and the ratios.
+
+Then a layer's activation (value, σ' and σ'' of a resnet step) for the same shapes: `_math.activate`,
+one flat run over the block's ``rows·w`` elements, against the row-at-a-time loops it replaced
+(`_activate_rows` here), whose inner loop is only ``w`` elements long.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 from numba import njit
 
 from hinn_core.fastpath import _trunk as tk
+from hinn_core.fastpath._math import ACT_CODES, TANH, activate, cst, tanh, tanh_logcosh
 
 
 @njit(cache=False)
@@ -49,12 +55,53 @@ def _blas(A, K, Z, R, n):
                 Z[r, j] += out[r, j]
 
 
-def _ns_per_row(fn, A, K, Z, rows: int, budget: float = 0.3) -> float:
-    fn(A, K, Z, rows, 2)
+@njit(cache=False)
+def _activate_rows(Z, A, D1, D2, S, act, rh, accumulate):
+    """The replaced `_math.activate` (tanh and log-cosh): one inner loop of ``w`` per row."""
+    w = Z.shape[1]
+    one = cst(Z, 1.0)
+    two = cst(Z, 2.0)
+    keep = one if accumulate else cst(Z, 0.0)
+    step = rh if accumulate else one
+    for s in range(S):
+        if not accumulate:
+            for j in range(w):
+                A[s, j] = cst(Z, 0.0)
+        if act == TANH:
+            for j in range(w):
+                t = tanh(Z[s, j])
+                d = one - t * t
+                D1[s, j] = d
+                D2[s, j] = -two * t * d
+                A[s, j] = keep * A[s, j] + step * t
+        else:
+            for j in range(w):
+                t, lc = tanh_logcosh(Z[s, j])
+                D1[s, j] = t
+                D2[s, j] = one - t * t
+                A[s, j] = keep * A[s, j] + step * lc
+
+
+@njit(cache=False)
+def _act_flat(Z, A, D1, D2, act, R, n):
+    for _ in range(n):
+        activate(Z, A, D1, D2, R, act, cst(Z, 0.5), True)
+
+
+@njit(cache=False)
+def _act_rows(Z, A, D1, D2, act, R, n):
+    for _ in range(n):
+        _activate_rows(Z, A, D1, D2, R, act, cst(Z, 0.5), True)
+
+
+def _ns_per_row(run, rows: int, budget: float = 0.3) -> float:
+    """``run(n)`` repeats a kernel ``n`` times over ``rows`` rows: ns per row, doubling ``n`` until
+    one timing takes ``budget`` seconds."""
+    run(2)
     n = 16
     while True:
         t = time.perf_counter()
-        fn(A, K, Z, rows, n)
+        run(n)
         el = time.perf_counter() - t
         if el > budget:
             return 1e9 * el / n / rows
@@ -74,9 +121,22 @@ def main() -> None:
                 Z = np.zeros((rows, width), dtype)
                 tk.matmul(A, K, Z, rows, False)
                 diff = float(np.abs(Z - ref).max())
-                t = [_ns_per_row(fn, A, K, np.zeros_like(Z), rows) for fn in (_tiled, _rows, _blas)]
+                t = [_ns_per_row(partial(fn, A, K, np.zeros_like(Z), rows), rows) for fn in (_tiled, _rows, _blas)]
                 print(f"| {np.dtype(dtype).name} | {width} | {rows} | {t[0]:.1f} | {t[1]:.1f} | {t[2]:.1f} "
                       f"| {t[1] / t[0]:.2f}× | {t[2] / t[0]:.2f}× | {diff:.1e} |", flush=True)
+    print()
+    print("| dtype | activation | width | rows | flat (ns/row) | row loop | row loop / flat |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in (np.float64, np.float32):
+        for name in ("antitanh", "tanh"):
+            act = ACT_CODES[name]
+            for width in (32, 64):
+                for rows in (16, 64, 256):
+                    Z = (2 * rng.standard_normal((rows, width))).astype(dtype)
+                    A, D1, D2 = (np.zeros_like(Z) for _ in range(3))
+                    t = [_ns_per_row(partial(fn, Z, A, D1, D2, act, rows), rows) for fn in (_act_flat, _act_rows)]
+                    print(f"| {np.dtype(dtype).name} | {name} | {width} | {rows} | {t[0]:.1f} | {t[1]:.1f} "
+                          f"| {t[1] / t[0]:.2f}× |", flush=True)
 
 
 if __name__ == "__main__":

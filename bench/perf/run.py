@@ -421,10 +421,32 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "—" if a is None or b is None or b == 0 else f"{a / b:.0f}×" if a / b >= 10 else f"{a / b:.1f}×"
 
 
+def cpu_description() -> str:
+    """The CPU the kernels were compiled for: LLVM's name for it (what numba targets), the vendor's
+    model name and the widest vector extension — the day's shared machine is not always the same
+    kind (a Zen 3 gave a third of a Zen 5's batch-4096 throughput on the compiled paths)."""
+    import llvmlite.binding as llvm
+
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        model = platform.processor()
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2" if flags else "SIMD unknown"
+    return f"{llvm.get_host_cpu_name()} ({model or 'model unknown'}, {simd})"
+
+
 def render(r: dict[str, Any]) -> str:
     out = ["# Performance", "",
-           f"Measured by `{r['command']}` on {r['machine']} ({r['cpus']} CPUs, load average "
-           f"{r['load']:.1f} at start), {r['date']}; torch {r['torch']}, numba {r['numba']}, scipy {r['scipy']}. "
+           f"Measured by `{r['command']}` on {r['machine']}, {r.get('cpu', 'CPU not recorded')}; "
+           f"{r['cpus']} CPUs, load average {r['load']:.1f} at start; {r['date']}; "
+           f"torch {r['torch']}, numba {r['numba']}, scipy {r['scipy']}. "
            "Medians of repeated runs, one torch thread. Ratios are against hinn's compiled path "
            "(the one `hinn_core.predict` and `POST /predict` take); *diff* is the max abs difference of the "
            "trajectory from the hessQuik loop's.", "",
@@ -555,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {
         "command": "python -m bench.perf.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": platform.processor() or platform.machine(), "cpus": len(os.sched_getaffinity(0)),
+        "machine": platform.processor() or platform.machine(), "cpu": cpu_description(),
+        "cpus": len(os.sched_getaffinity(0)),
         "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
         "numba": numba.__version__, "scipy": scipy.__version__}
     for name, fn in (("latency", bench_latency), ("throughput", bench_throughput), ("training", bench_training),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from bench.perf.run import _train_step_factory, main, render
+from bench.perf.run import _train_step_factory, cpu_description, main, render
 from hinn_core.models import DynamicsModel, ModelSpec
 
 
@@ -27,13 +27,22 @@ def test_render_from_raw_figures(tmp_path: Path) -> None:
     row = {"size": "d2w32", "dtype": "float64", "architecture": "hinn-separable", "integrator": "leapfrog",
            "compiled_ms": 10.0, "fast_ms": 25.0, "autograd_ms": 30.0, "hessquik_ms": 70.0,
            "rel_grad_diff_compiled": 1e-15, "rel_grad_diff_fast": 2e-15, "rel_grad_diff_hessquik": 3e-15}
-    results = {"command": "python -m bench.perf.run", "machine": "x86_64", "cpus": 2, "load": 0.1,
-               "date": "2026-11-28", "torch": "2.13.0", "numba": "0.68.1", "scipy": "1.17.1",
+    results = {"command": "python -m bench.perf.run", "machine": "x86_64", "cpu": cpu_description(), "cpus": 2,
+               "load": 0.1, "date": "2026-11-28", "torch": "2.13.0", "numba": "0.68.1", "scipy": "1.17.1",
                "latency": [], "throughput": [], "training": [row], "hessian": [], "http": []}
     text = render(results)
+    assert f"on x86_64, {results['cpu']}; 2 CPUs" in text.splitlines()[2]
     line = next(x for x in text.splitlines() if x.startswith("| d2w32 | float64 | hinn-separable · leapfrog | 10.0"))
     assert "25.0 ms (2.5×)" in line and "30.0 ms (3.0×)" in line and "70.0 ms (7.0×)" in line
     raw, out = tmp_path / "perf.json", tmp_path / "perf.md"
     raw.write_text(json.dumps(results))
     assert main(["--render", str(raw), "--out", str(out)]) == 0
     assert out.read_text() == text
+
+
+def test_the_cpu_is_named_as_numba_targets_it() -> None:
+    import llvmlite.binding as llvm
+
+    cpu = cpu_description()
+    assert cpu.startswith(llvm.get_host_cpu_name() + " (")
+    assert cpu.endswith(("AVX-512)", "AVX2)", "no AVX2)", "SIMD unknown)"))

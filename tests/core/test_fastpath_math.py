@@ -86,3 +86,43 @@ def test_fused_tanh_logcosh_is_bitwise_tanh_and_antitanh(dtype) -> None:
     _tanh_logcosh(x, t, lc)
     np.testing.assert_array_equal(t, _run(_tanh, x))
     np.testing.assert_array_equal(lc, _run(_antitanh, x))
+
+
+@njit(cache=False)
+def _layer(Z, A, D1, D2, S, act, rh, accumulate, value_only):
+    if value_only:
+        fm.activate_value(Z, A, S, act, rh, accumulate)
+    else:
+        fm.activate(Z, A, D1, D2, S, act, rh, accumulate)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("act", sorted(fm.ACT_CODES))
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_a_layers_activation_runs_over_exactly_its_rows(dtype, act, accumulate) -> None:
+    """`activate` and `activate_value` run over the block's first ``S`` rows as one flat loop: each
+    element gets σ, σ' and σ'' of its own pre-activation (the resnet step adds ``rh·σ``), and the
+    workspace rows past ``S`` are left as they were."""
+    rng = np.random.default_rng(len(act))
+    rows, S, w, rh = 9, 6, 13, dtype(0.25)  # odd width: no vector loop may assume whole rows
+    Z = (3 * rng.standard_normal((rows, w))).astype(dtype)
+    A0 = rng.standard_normal((rows, w)).astype(dtype)
+    A, D1, D2 = A0.copy(), np.full((rows, w), 7, dtype), np.full((rows, w), 7, dtype)
+    code = fm.ACT_CODES[act]
+    _layer(Z, A, D1, D2, S, code, rh, accumulate, False)
+    x = torch.tensor(Z[:S].astype(np.float64), requires_grad=True)
+    sigma = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus,
+             "antitanh": lambda v: torch.logaddexp(v, -v)}[act]  # hessQuik's antiTanh: log(2 cosh)
+    y = sigma(x)
+    d1 = torch.autograd.grad(y.sum(), x, create_graph=True)[0]
+    d2 = torch.autograd.grad(d1.sum(), x)[0]
+    tol = 1e-14 if dtype == np.float64 else 2e-6
+    expected = (A0[:S] + float(rh) * y.detach().numpy()) if accumulate else y.detach().numpy()
+    np.testing.assert_allclose(A[:S], expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(D1[:S], d1.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(D2[:S], d2.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_array_equal(A[S:], A0[S:])
+    assert (D1[S:] == 7).all() and (D2[S:] == 7).all()
+    Av = A0.copy()
+    _layer(Z, Av, D1, D2, S, code, rh, accumulate, True)
+    np.testing.assert_array_equal(Av, A)  # the value-only pass: the same values, same rows

@@ -1,0 +1,134 @@
+"""The compiled prediction path of the working tree against a git revision's, in one process.
+
+    python -m bench.perf.ab --base HEAD       # ~12 min on 2 cores the first time (compiles the base)
+
+The revision's `hinn_core` is exported (``git archive``) as the package ``hinn_core_base`` (its
+absolute imports renamed) into a cache directory keyed by the commit, so both versions' kernels
+load in one process and their calls are interleaved: on a shared virtual machine whose speed drifts
+by 1.5× within minutes (measured here on 2026-11-29), only interleaved pairs give a ratio one can
+trust. For each workload it prints both medians, the ratio of the medians, the median of the paired
+ratios (base / working tree: > 1 means the working tree is faster) and the largest difference of
+the two trajectories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import io
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.perf.run import initial_states, make_model
+from hinn_core import fastpath
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_PACKAGE = "hinn_core_base"
+_IMPORT = re.compile(r"\bhinn_core\b")
+#: (architecture, integrator, size, dtype): the prediction workloads of `bench.perf.run`
+WORKLOADS = [("hinn-separable", "leapfrog", "d2w32", "float32"), ("hinn", "implicit_midpoint", "d2w32", "float32"),
+             ("hinn-separable", "leapfrog", "d2w32", "float64"), ("hinn", "implicit_midpoint", "d2w32", "float64"),
+             ("hinn", "rk4", "d2w32", "float64"), ("hinn-separable", "leapfrog", "d8w64", "float64"),
+             ("hinn", "implicit_midpoint", "d8w64", "float32")]
+#: (batch, steps, interleaved pairs)
+SHAPES = [(4096, 50, 15), (1, 1000, 41)]
+
+
+def export_base(rev: str, cache: Path | None = None) -> Path:
+    """Export ``rev``'s `hinn_core` as package `BASE_PACKAGE` under a directory that is returned
+    (put it on ``sys.path``); reused while the commit is the same, so numba's cache survives."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    root = (cache or Path(tempfile.gettempdir()) / "hinn-ab") / sha
+    pkg = root / BASE_PACKAGE
+    if (pkg / "__init__.py").exists():
+        return root
+    tar = subprocess.run(["git", "archive", sha, "hinn_core"], cwd=ROOT, check=True, capture_output=True).stdout
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="export-", dir=root))  # renamed into place when complete
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        tf.extractall(staging, filter="data")
+    for path in (staging / "hinn_core").rglob("*.py"):
+        path.write_text(_IMPORT.sub(BASE_PACKAGE, path.read_text(encoding="utf-8")), encoding="utf-8")
+    (staging / "hinn_core").rename(pkg)
+    staging.rmdir()
+    return root
+
+
+def import_base(root: Path) -> Any:
+    """The exported package (imported once per process)."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(BASE_PACKAGE)
+
+
+def base_twin(model: Any, base: Any) -> Any:
+    """``model`` rebuilt from the base revision's classes, with the same weights and integrator."""
+    models = importlib.import_module(f"{base.__name__}.models")
+    integrators = importlib.import_module(f"{base.__name__}.integrators")
+    known = {f.name for f in dataclasses.fields(models.ModelSpec)}
+    spec = models.ModelSpec(**{k: v for k, v in dataclasses.asdict(model.spec).items() if k in known})
+    twin = models.DynamicsModel(spec).to(model.dtype)
+    twin.load_state_dict(model.state_dict())
+    twin.integrator = integrators.get_integrator(model.integrator.name)
+    return twin.eval()
+
+
+def compare(base: Any, workloads: list[tuple[str, str, str, str]], shapes: list[tuple[int, int, int]]) -> list[dict]:
+    base_fp = importlib.import_module(f"{base.__name__}.fastpath")
+    rows = []
+    for arch, integ, size, dname in workloads:
+        model = make_model(arch, integ, size, getattr(torch, dname))
+        twin = base_twin(model, base)
+        for batch, steps, pairs in shapes:
+            q0, p0 = initial_states(batch, size)
+            h = np.full(steps, 0.1)
+            new = fastpath.rollout(model, q0, p0, h)  # also compiles, untimed
+            old = base_fp.rollout(twin, q0, p0, h)
+            diff = max(float(np.abs(a - b).max()) for a, b in zip(new, old, strict=True))
+            t_new, t_old = [], []
+            for _ in range(pairs):
+                t = time.perf_counter()
+                fastpath.rollout(model, q0, p0, h)
+                t_new.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                base_fp.rollout(twin, q0, p0, h)
+                t_old.append(time.perf_counter() - t)
+            row = {"size": size, "dtype": dname, "integrator": integ, "batch": batch, "steps": steps,
+                   "new_ms": 1e3 * float(np.median(t_new)), "base_ms": 1e3 * float(np.median(t_old)),
+                   "paired": float(np.median(np.array(t_old) / np.array(t_new))), "diff": diff}
+            rows.append(row)
+            print(f"| {size} | {dname} | {integ} | {batch} × {steps} | {row['new_ms']:.2f} | {row['base_ms']:.2f} "
+                  f"| {row['base_ms'] / row['new_ms']:.2f}× | {row['paired']:.2f}× | {diff:.1e} |", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--base", default="HEAD", help="git revision to compare the working tree against")
+    ap.add_argument("--quick", action="store_true", help="two workloads, fewer pairs (a smoke run)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # as the latency paths run
+    base = import_base(export_base(args.base))
+    workloads = WORKLOADS[:1] + WORKLOADS[2:3] if args.quick else WORKLOADS
+    shapes = [(64, 20, 5), (1, 100, 5)] if args.quick else SHAPES
+    print(f"working tree vs {args.base}, calls interleaved (ms: medians; ratios: base / working tree)\n")
+    print("| size | dtype | integrator | batch × steps | working tree (ms) | base (ms) | ratio of medians "
+          "| median paired ratio | max diff |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    compare(base, workloads, shapes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
