@@ -39,8 +39,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     _a = None
     ACT_CODES = {}
 
-__all__ = ["Packed", "available", "is_warm", "is_warming", "pack", "parameters", "rollout", "rollout_sse",
-           "rollout_vjp", "supports", "supports_training", "warm", "warm_in_background"]
+__all__ = ["KERNELS", "Packed", "available", "compile_kernels", "is_warm", "is_warming", "pack", "parameters",
+           "rollout", "rollout_sse", "rollout_vjp", "supports", "supports_training", "warm", "warm_in_background"]
 
 
 def _drop_stale_cache() -> None:
@@ -88,10 +88,12 @@ def available() -> bool:
     return _k is not None
 
 
-# Compiling the kernels takes ~45 s on 2 cores; numba caches them on disk (`cache=True`: beside
-# the sources, or under NUMBA_CACHE_DIR), after which loading takes under a second. `warm` does
-# it for every architecture and dtype; `hinn serve` runs it in the background at start, and
-# `predict(engine="auto")` takes the torch path rather than wait while that is under way.
+# Compiling the kernels takes 4-9 min of one core (about a minute per kernel and dtype on a Zen 4,
+# twice that on a Zen 3; `python -m hinn_core.fastpath` spreads them over processes). numba caches
+# them on disk (`cache=True`: beside the sources, or under NUMBA_CACHE_DIR), after which loading
+# takes under a second. `warm` does it for every architecture and dtype; `hinn serve` runs it in
+# the background at start, and `predict(engine="auto")` takes the torch path rather than wait
+# while that is under way.
 _WARM = threading.Event()
 _WARMING = threading.Event()
 _WARM_LOCK = threading.Lock()
@@ -108,23 +110,40 @@ def is_warming() -> bool:
     return _WARMING.is_set() and not _WARM.is_set()
 
 
+#: what `compile_kernels` compiles: the prediction kernel, and the training (adjoint) kernel
+KERNELS = ("rollout", "training")
+
+
+def compile_kernels(dtype: torch.dtype, kernel: str) -> None:
+    """Compile (or load from the disk cache) one of `KERNELS` in one dtype. The architecture is a
+    runtime argument of the kernels, so one signature serves all three; each is still called once."""
+    from hinn_core.models import DynamicsModel, ModelSpec
+
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    h = np.full(2, 0.1)
+    zero = np.zeros((1, 1))
+    for arch in _ARCH_NAMES:
+        model = DynamicsModel(ModelSpec(architecture=arch, dof=1, width=2, depth=1)).to(dtype)
+        if kernel == "rollout":
+            rollout(model, zero, zero, h)
+        else:
+            states = np.zeros((1, 3, 1))
+            rollout_vjp(model, zero, zero, h, states, states)
+            rollout_sse(model, zero, zero, h, np.zeros((1, 2, 2)))
+
+
 def warm() -> float:
     """Compile or load the kernels (prediction and training) for every architecture in float64 and
     float32; seconds taken."""
     import time
 
-    from hinn_core.models import DynamicsModel, ModelSpec
-
     started = time.perf_counter()
     with _WARM_LOCK:
         if not _WARM.is_set() and _k is not None:
-            h = np.full(2, 0.1)
-            for arch in _ARCH_NAMES:
-                for dtype in (torch.float64, torch.float32):
-                    model = DynamicsModel(ModelSpec(architecture=arch, dof=1, width=2, depth=1)).to(dtype)
-                    q, p, _ = rollout(model, np.zeros((1, 1)), np.zeros((1, 1)), h)
-                    rollout_vjp(model, np.zeros((1, 1)), np.zeros((1, 1)), h, q, p)
-                    rollout_sse(model, np.zeros((1, 1)), np.zeros((1, 1)), h, np.zeros((1, 2, 2)))
+            for dtype in (torch.float64, torch.float32):
+                for kernel in KERNELS:
+                    compile_kernels(dtype, kernel)
             _WARM.set()
     return time.perf_counter() - started
 

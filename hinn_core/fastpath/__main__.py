@@ -1,12 +1,7 @@
-"""``python -m hinn_core.fastpath``: compile the prediction kernels into numba's disk cache.
+"""``python -m hinn_core.fastpath [--jobs N]``: compile the kernels into numba's disk cache
+(see `hinn_core.fastpath.precompile`)."""
 
-Run once after installing (``make install`` and the Docker image do) so that the first prediction
-does not pay the ~45 s compilation.
-"""
-
-from hinn_core.fastpath import available, warm
+from hinn_core.fastpath.precompile import main
 
 if __name__ == "__main__":
-    if not available():
-        raise SystemExit("numba is not installed: the compiled prediction path is unavailable")
-    print(f"hinn fast path ready ({warm():.1f} s)")
+    main()
