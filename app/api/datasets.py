@@ -80,7 +80,8 @@ def create_dataset(body: Annotated[DatasetCreate, Body(openapi_examples=DATASET_
     if isinstance(body, DatasetUpload):
         n_points = sum(len(tr.t) for tr in body.trajectories)
         datasets.check_limits(len(body.trajectories), n_points, settings)
-        ds = TrajectoryDataset.from_lists([tr.model_dump() for tr in body.trajectories],
+        # the validated lists themselves, not a model_dump() copy of them (a third tree of Python floats)
+        ds = TrajectoryDataset.from_lists([{"t": tr.t, "q": tr.q, "p": tr.p} for tr in body.trajectories],
                                           source={"kind": "upload", "format": "json-body"})
     else:
         ds = generate(body, settings)  # its source is the lineage: system, parameters, seed, ...

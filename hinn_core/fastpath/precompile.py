@@ -2,8 +2,8 @@
 
 Run once after installing (``make install`` and the Docker image do) so that the first prediction
 does not pay the compilation: about a minute of one core per kernel and dtype (`KERNELS` × float64,
-float32), so 4-9 min in one process. ``--jobs`` (default: the CPUs available, at most 4) compiles
-them in that many processes at once, then loads them all here to check the cache is complete.
+float32), so 4-9 min in one process. ``--jobs`` (default: `default_jobs`) compiles them in that
+many processes at once, then loads them all here to check the cache is complete.
 
 numba's cache writes an index per function by read-modify-write, so two processes saving
 different signatures of one function at the same moment could drop or cross an entry. The child
@@ -100,11 +100,36 @@ def _compiled_here() -> int:
     return sum(sum(d.stats.cache_misses.values()) for d in (_rollout.rollout, _adjoint.rollout_vjp))
 
 
+#: peak resident memory of one compiling process (torch, numba and LLVM; measured 1.3 GB)
+JOB_MEMORY = 1536 << 20
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new processes (MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_jobs() -> int:
+    """The CPUs available, at most 4 (there are four kernels) and at most as many as the available
+    memory holds at `JOB_MEMORY` each (an image build on a small machine must not run out)."""
+    jobs = min(4, len(os.sched_getaffinity(0)))
+    memory = available_memory()
+    return jobs if memory is None else max(1, min(jobs, memory // JOB_MEMORY))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hinn_core.fastpath",
                                      description=__doc__.splitlines()[0].rstrip(":"))
-    parser.add_argument("--jobs", type=int, default=min(4, len(os.sched_getaffinity(0))),
-                        help="processes compiling at once (default: the CPUs available, at most 4)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(),
+                        help="processes compiling at once (default: the CPUs available, at most 4 and "
+                             "at most one per 1.5 GiB of available memory)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")

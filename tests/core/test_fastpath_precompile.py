@@ -73,3 +73,17 @@ def test_two_processes_fill_the_cache_and_this_one_compiles_nothing() -> None:
     assert reported == sorted(f"{k} kernels, {d}" for k in fastpath.KERNELS for d in ("float32", "float64"))
     assert "(0 kernel signatures compiled here)" in done.stdout, done.stdout
     assert "hinn fast path ready" in done.stdout
+
+
+@pytest.mark.parametrize(("cpus", "memory", "jobs"), [
+    (2, 24 << 30, 2), (16, 64 << 30, 4), (16, 3 << 30, 2), (8, 1 << 30, 1), (3, None, 3)])
+def test_default_jobs_fit_the_cpus_the_kernels_and_the_memory(monkeypatch: pytest.MonkeyPatch, cpus: int,
+                                                             memory: int | None, jobs: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(precompile, "available_memory", lambda: memory)
+    assert precompile.default_jobs() == jobs
+
+
+def test_available_memory_reads_this_machine() -> None:
+    memory = precompile.available_memory()
+    assert memory is not None and 64 << 20 < memory < 1 << 50
