@@ -185,6 +185,14 @@ def softplus(x):
 
 
 @njit(inline="always", **KERNEL)
+def flat(X, S):
+    """The first ``S`` rows of a C-contiguous ``X`` as one 1-d run (rows are contiguous, so a loop
+    over ``S·w`` elements vectorises whatever the width ``w``). One row is taken as a row view: a
+    reshape's checks cost ~10 % of a batch-1 rollout."""
+    return X[0] if S == 1 else X.reshape(-1)
+
+
+@njit(inline="always", **KERNEL)
 def _activate_run(z, a, d1, d2, n, act, keep, step, zero_first):
     """`activate` on ``n`` contiguous elements of 1-d views."""
     one = cst(z, 1.0)
@@ -226,15 +234,10 @@ def activate(Z, A, D1, D2, S, act, rh, accumulate):
     """Rows ``s < S`` of a layer: ``t = σ(Z)``; ``A = t``, or ``A += rh·t`` for a resnet step;
     ``D1 = σ'(Z)``, ``D2 = σ''(Z)``. One branch-free pass over the ``S·w`` elements as one flat
     run (the rows are contiguous), so the loop vectorises whatever the width (the derivatives cost
-    two stores when unused; ``A = 0·A + 1·t`` after zeroing is exactly ``t``). One row is taken as
-    a row view: a reshape's checks cost ~10 % of a batch-1 rollout."""
+    two stores when unused; ``A = 0·A + 1·t`` after zeroing is exactly ``t``)."""
     keep = cst(Z, 1.0) if accumulate else cst(Z, 0.0)
     step = rh if accumulate else cst(Z, 1.0)
-    if S == 1:
-        _activate_run(Z[0], A[0], D1[0], D2[0], Z.shape[1], act, keep, step, not accumulate)
-    else:
-        _activate_run(Z.reshape(-1), A.reshape(-1), D1.reshape(-1), D2.reshape(-1), S * Z.shape[1],
-                      act, keep, step, not accumulate)
+    _activate_run(flat(Z, S), flat(A, S), flat(D1, S), flat(D2, S), S * Z.shape[1], act, keep, step, not accumulate)
 
 
 @njit(inline="always", **KERNEL)
@@ -263,7 +266,4 @@ def activate_value(Z, A, S, act, rh, accumulate):
     trajectory), where the derivatives would be a third of the layer's cost."""
     keep = cst(Z, 1.0) if accumulate else cst(Z, 0.0)
     step = rh if accumulate else cst(Z, 1.0)
-    if S == 1:
-        _activate_value_run(Z[0], A[0], Z.shape[1], act, keep, step, not accumulate)
-    else:
-        _activate_value_run(Z.reshape(-1), A.reshape(-1), S * Z.shape[1], act, keep, step, not accumulate)
+    _activate_value_run(flat(Z, S), flat(A, S), S * Z.shape[1], act, keep, step, not accumulate)

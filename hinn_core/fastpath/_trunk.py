@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from hinn_core.fastpath._math import KERNEL, activate, activate_value, cst
+from hinn_core.fastpath._math import KERNEL, activate, activate_value, cst, flat
 
 
 @njit(**KERNEL)
@@ -140,46 +140,49 @@ def value(net, t, act, rh, U, S, ws, val):
 
 
 @njit(inline="always", **KERNEL)
+def dot8(x, y, n, acc):
+    """``acc + Σ_{j<n} x[j]·y[j]`` with eight partial sums, so the loop is a vector multiply-add and
+    one horizontal sum rather than a chain of ``n`` dependent ones (1-d contiguous ``x``, ``y``)."""
+    n8 = n - n % 8
+    p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = cst(acc, 0.0)
+    for j in range(0, n8, 8):
+        p0 += x[j] * y[j]
+        p1 += x[j + 1] * y[j + 1]
+        p2 += x[j + 2] * y[j + 2]
+        p3 += x[j + 3] * y[j + 3]
+        p4 += x[j + 4] * y[j + 4]
+        p5 += x[j + 5] * y[j + 5]
+        p6 += x[j + 6] * y[j + 6]
+        p7 += x[j + 7] * y[j + 7]
+    acc = acc + (((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)))
+    for j in range(n8, n):
+        acc += x[j] * y[j]
+    return acc
+
+
+@njit(inline="always", **KERNEL)
 def _scalar_out(net, t, S, ws, val):
-    """``val[s] = bo + A[s] · wo``: eight partial sums, so the dot product is a vector multiply-add
-    and one horizontal sum rather than a chain of ``w`` dependent ones."""
+    """``val[s] = bo + A[s] · wo`` (`dot8`)."""
     A = ws[1]
     wo = net[6][t]
     c = net[7][t][0]
     w = A.shape[1]
-    w8 = w - w % 8
+    wv = wo.reshape(w)  # (w, 1) → (w,): contiguous, once per sweep
     for s in range(S):
-        a = A[s]
-        p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = cst(c, 0.0)
-        for j in range(0, w8, 8):
-            p0 += a[j] * wo[j, 0]
-            p1 += a[j + 1] * wo[j + 1, 0]
-            p2 += a[j + 2] * wo[j + 2, 0]
-            p3 += a[j + 3] * wo[j + 3, 0]
-            p4 += a[j + 4] * wo[j + 4, 0]
-            p5 += a[j + 5] * wo[j + 5, 0]
-            p6 += a[j + 6] * wo[j + 6, 0]
-            p7 += a[j + 7] * wo[j + 7, 0]
-        acc = c + (((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7)))
-        for j in range(w8, w):
-            acc += a[j] * wo[j, 0]
-        val[s] = acc
+        val[s] = dot8(A[s], wv, w, c)
 
 
 @njit(inline="always", **KERNEL)
 def _scaled_product(c, X, Y, E, S):
     """``E = c·X ⊙ Y`` for rows ``s < S``, as one flat run (the rows are contiguous), so the loop
-    vectorises whatever the width; one row as a row view (cheaper than a reshape)."""
-    if S == 1:
-        x, y, e = X[0], Y[0], E[0]
-    else:
-        x, y, e = X.reshape(-1), Y.reshape(-1), E.reshape(-1)
+    vectorises whatever the width (`flat`)."""
+    x, y, e = flat(X, S), flat(Y, S), flat(E, S)
     for k in range(S * X.shape[1]):
         e[k] = c * x[k] * y[k]
 
 
-#: inputs up to this many take the input gradient as dot products with W0's rows (eight partial
-#: sums each): as a product with ``d`` output columns the tiles' inner loop would run ``d`` lanes
+#: inputs up to this many take the input gradient as dot products with W0's rows (`dot8`):
+#: as a product with ``d`` output columns the tiles' inner loop would run ``d`` lanes
 DOT_MAX_INPUTS = 3
 
 
@@ -191,25 +194,10 @@ def _input_grad(net, t, E, S, gu):
     if d > DOT_MAX_INPUTS:
         matmul(E, net[2][t], gu, S, False)
         return
-    w8 = w - w % 8
     for s in range(S):
         e = E[s]
         for c in range(d):
-            k = W0[c]
-            p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = cst(E, 0.0)
-            for j in range(0, w8, 8):
-                p0 += e[j] * k[j]
-                p1 += e[j + 1] * k[j + 1]
-                p2 += e[j + 2] * k[j + 2]
-                p3 += e[j + 3] * k[j + 3]
-                p4 += e[j + 4] * k[j + 4]
-                p5 += e[j + 5] * k[j + 5]
-                p6 += e[j + 6] * k[j + 6]
-                p7 += e[j + 7] * k[j + 7]
-            acc = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7))
-            for j in range(w8, w):
-                acc += e[j] * k[j]
-            gu[s, c] = acc
+            gu[s, c] = dot8(e, W0[c], w, cst(E, 0.0))
 
 
 @njit(inline="always", **KERNEL)

@@ -126,3 +126,33 @@ def test_a_layers_activation_runs_over_exactly_its_rows(dtype, act, accumulate) 
     Av = A0.copy()
     _layer(Z, Av, D1, D2, S, code, rh, accumulate, True)
     np.testing.assert_array_equal(Av, A)  # the value-only pass: the same values, same rows
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 17, 32, 64])
+def test_dot8_sums_every_product_once(dtype, n) -> None:
+    """The eight-partial-sum dot product of the output layer and the input gradient: the vector
+    part and the remainder together, against a float64 sum (float32 within its rounding)."""
+    from hinn_core.fastpath._trunk import dot8
+
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(size=(2, n + 3)).astype(dtype)  # longer than n: entries past n must not count
+    acc = dtype(0.75)
+    got = dot8(x, y, n, acc)
+    want = 0.75 + float(np.dot(x[:n].astype(np.float64), y[:n].astype(np.float64)))
+    tol = 1e-13 if dtype == np.float64 else 2e-6 * (1 + np.abs(x[:n] * y[:n]).sum())
+    assert abs(float(got) - want) <= tol
+
+
+@njit(cache=False)
+def _fill_flat(X, S, value):
+    v = fm.flat(X, S)
+    for k in range(S * X.shape[1]):
+        v[k] = value
+
+
+@pytest.mark.parametrize("S", [1, 3])
+def test_flat_is_a_view_of_exactly_the_first_S_rows(S) -> None:
+    X = np.arange(20.0).reshape(4, 5)
+    _fill_flat(X, S, -1.0)
+    assert (X[:S] == -1.0).all() and np.array_equal(X[S:], np.arange(20.0).reshape(4, 5)[S:])
