@@ -267,7 +267,7 @@ def _train_step_factory(model: DynamicsModel, batch: int, window: int,
     """One Adam step of training's own rollout loss on random windows; ``engine`` as `TrainConfig.engine`."""
     rng = np.random.default_rng(seed)
     dof = model.dof
-    kw = {"dtype": model.dtype}
+    kw = {"dtype": model.dtype, "device": model.device}
     win = Windows(x0=torch.as_tensor(0.5 * rng.standard_normal((batch, 2 * dof)), **kw),
                   target=torch.as_tensor(0.5 * rng.standard_normal((batch, window, 2 * dof)), **kw),
                   h=torch.full((batch, window), 0.05, **kw))
