@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from hinn_core.errors import IntegrationError
+from hinn_core.fastpath.cachelock import LOCK_NAME, serialise_cache_saves
 from hinn_core.integrators import INTEGRATORS, NEWTON_MAX_ITER, Integrator, _newton_tol
 from hinn_core.networks import HamiltonianNet, SeparableHamiltonianNet, VectorFieldNet
 
@@ -62,8 +63,17 @@ def _drop_stale_cache() -> None:
         pass
 
 
+def _lock_cache_saves() -> None:
+    """Serialise numba's cache saves across processes (`cachelock`), the lock beside the kernels."""
+    try:
+        serialise_cache_saves(str(Path(_k.rollout._cache._cache_path) / LOCK_NAME))
+    except Exception:  # noqa: BLE001 - an unusual cache location keeps numba's unlocked saves
+        pass
+
+
 if _k is not None:
     _drop_stale_cache()
+    _lock_cache_saves()
 
 _INTEGRATOR_CODES = {"euler": 0, "symplectic_euler": 1, "leapfrog": 2, "implicit_midpoint": 3, "rk4": 4}
 _ARCH_CODES = {HamiltonianNet: 0, SeparableHamiltonianNet: 1, VectorFieldNet: 2}

@@ -5,69 +5,32 @@ does not pay the compilation: about a minute of one core per kernel and dtype (`
 float32), so 4-9 min in one process. ``--jobs`` (default: `default_jobs`) compiles them in that
 many processes at once, then loads them all here to check the cache is complete.
 
-numba's cache writes an index per function by read-modify-write, so two processes saving
-different signatures of one function at the same moment could drop or cross an entry. The child
-processes therefore hold an exclusive file lock while saving (`_serialise_cache_saves`); where that
-cannot be installed (no ``fcntl``, a numba without ``IndexDataCacheFile.save``) compilation runs in
-this process alone. Whatever the children did, the final `warm` here compiles anything missing.
+The processes share numba's cache safely because `hinn_core.fastpath` locks its saves
+(`hinn_core.fastpath.cachelock`); where that lock cannot be installed (no ``fcntl``, a numba without
+``IndexDataCacheFile.save``) compilation runs in this process alone. Whatever the children did, the
+final `warm` here compiles anything missing.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
 from hinn_core.fastpath import KERNELS, available, warm
+from hinn_core.fastpath.cachelock import lockable
 
 
-def _lockable() -> bool:
-    """fcntl exists and numba's cache saves go through ``IndexDataCacheFile.save``."""
-    try:
-        import fcntl  # noqa: F401
-
-        from numba.core.caching import IndexDataCacheFile
-    except ImportError:
-        return False
-    return callable(getattr(IndexDataCacheFile, "save", None))
-
-
-def _serialise_cache_saves(lock_path: str) -> bool:
-    """Make numba's cache saves in this process exclusive under ``lock_path`` (all processes that
-    share a cache take the same lock). False when it cannot be done here."""
-    if not _lockable():
-        return False
-    import fcntl
-
+def _compile_in_child(dtype_name: str, kernel: str) -> tuple[str, str, float]:
+    import torch
     from numba.core.caching import IndexDataCacheFile
 
-    # a pool process runs several jobs: wrap numba's own save once, never a wrapper (its lock
-    # would be taken twice by one process, on two descriptions: a deadlock)
-    save = getattr(IndexDataCacheFile.save, "hinn_wrapped", IndexDataCacheFile.save)
+    from hinn_core.fastpath import compile_kernels  # installs the cache lock (`cachelock`)
 
-    def locked_save(self, key, data):  # type: ignore[no-untyped-def]
-        with open(lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                save(self, key, data)
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    locked_save.hinn_wrapped = save  # type: ignore[attr-defined]
-    IndexDataCacheFile.save = locked_save
-    return True
-
-
-def _compile_in_child(dtype_name: str, kernel: str, lock_path: str) -> tuple[str, str, float]:
-    import torch
-
-    from hinn_core.fastpath import compile_kernels
-
-    if not _serialise_cache_saves(lock_path):
-        raise RuntimeError("cannot lock numba's cache saves here")
+    if not hasattr(IndexDataCacheFile.save, "hinn_lock"):
+        raise RuntimeError("numba's cache saves are not locked in this process")
     started = time.perf_counter()
     compile_kernels(getattr(torch, dtype_name), kernel)
     return dtype_name, kernel, time.perf_counter() - started
@@ -80,14 +43,12 @@ def compile_all(jobs: int) -> float:
     # float64 then float32 first: with two processes each dtype's shared functions are compiled once
     work = [(dtype, kernel) for kernel in KERNELS for dtype in ("float64", "float32")]
     jobs = min(jobs, len(work))
-    if jobs > 1 and _lockable():
-        with tempfile.TemporaryDirectory(prefix="hinn-fastpath-") as tmp:
-            lock = os.path.join(tmp, "cache.lock")
-            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_compile_in_child, dtype, kernel, lock) for dtype, kernel in work]
-                for future in as_completed(futures):
-                    dtype, kernel, seconds = future.result()
-                    print(f"  {kernel} kernels, {dtype}: {seconds:.1f} s", flush=True)
+    if jobs > 1 and lockable():
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(_compile_in_child, dtype, kernel) for dtype, kernel in work]
+            for future in as_completed(futures):
+                dtype, kernel, seconds = future.result()
+                print(f"  {kernel} kernels, {dtype}: {seconds:.1f} s", flush=True)
     loaded = warm()
     print(f"  loaded in this process: {loaded:.1f} s ({_compiled_here()} kernel signatures compiled here)", flush=True)
     return time.perf_counter() - started

@@ -1,8 +1,9 @@
 """`python -m hinn_core.fastpath`: the kernels compiled in several processes into one numba cache.
 
-numba saves a cache entry by read-modify-write of a per-function index, so the child processes
-take a file lock around each save. The lock must exclude another holder, and a pool process that
-runs several jobs must not wrap the save twice (it would then wait on its own lock for ever).
+numba saves a cache entry by read-modify-write of a per-function index, so every process that
+imports `hinn_core.fastpath` takes a file lock around each save (`cachelock`). The lock must exclude
+another holder, and installing it again must not wrap the save twice (one process would then wait
+on its own lock for ever).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from numba.core.caching import IndexDataCacheFile
 
 from hinn_core import fastpath
-from hinn_core.fastpath import precompile
+from hinn_core.fastpath import cachelock, precompile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,12 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(60)
 def test_cache_saves_wait_for_the_lock_and_are_wrapped_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
-    original = IndexDataCacheFile.save
-    monkeypatch.setattr(IndexDataCacheFile, "save", original)  # restored after the test
+    installed = IndexDataCacheFile.save  # hinn_core.fastpath's own, at import
+    monkeypatch.setattr(IndexDataCacheFile, "save", installed)  # restored after the test
+    numba_save = getattr(installed, "hinn_wrapped", installed)
     lock = str(tmp_path / "cache.lock")
-    assert precompile._serialise_cache_saves(lock)
-    assert precompile._serialise_cache_saves(lock)  # a second job in the same pool process
-    assert IndexDataCacheFile.save.hinn_wrapped is original  # type: ignore[attr-defined]
+    assert cachelock.serialise_cache_saves(lock)
+    assert cachelock.serialise_cache_saves(lock)  # installed again in the same process
+    assert IndexDataCacheFile.save.hinn_wrapped is numba_save  # type: ignore[attr-defined]
 
     index = IndexDataCacheFile(str(tmp_path), "kernel", source_stamp=("stamp", 1))
     saver = threading.Thread(target=index.save, args=(("sig", "float64"), b"object code"))
@@ -46,6 +48,20 @@ def test_cache_saves_wait_for_the_lock_and_are_wrapped_once(tmp_path: Path, monk
     saver.join(timeout=10)
     assert not saver.is_alive(), "the save never finished: its lock was taken twice"
     assert index.load(("sig", "float64")) == b"object code"
+
+
+def test_importing_the_fast_path_locks_saves_beside_the_cached_kernels() -> None:
+    cache = Path(fastpath._k.rollout._cache._cache_path)
+    assert IndexDataCacheFile.save.hinn_lock == str(cache / cachelock.LOCK_NAME)  # type: ignore[attr-defined]
+
+
+def test_a_lock_file_that_cannot_be_opened_leaves_the_save_to_numba(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(IndexDataCacheFile, "save", IndexDataCacheFile.save)
+    assert cachelock.serialise_cache_saves(str(tmp_path / "missing-folder" / "cache.lock"))
+    index = IndexDataCacheFile(str(tmp_path), "kernel", source_stamp=("stamp", 1))
+    index.save(("sig", "float32"), b"code")
+    assert index.load(("sig", "float32")) == b"code"
 
 
 def test_compile_kernels_names_the_kernels_it_knows() -> None:
