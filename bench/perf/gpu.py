@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.perf.run import DT, SIZES, WORKLOADS, _train_step_factory, initial_states, make_model
+from bench.perf.run import DT, SIZES, WORKLOADS, _f, _g, _ratio, _train_step_factory, initial_states, make_model
 from hinn_core import fastpath, predict
 
 #: batches timed on the device (GPUs need wide batches to fill), and the CPU's comparison batch
@@ -142,16 +142,16 @@ def render(result: dict[str, Any]) -> str:
            "(batch) | device / CPU | max diff vs CPU float64 |", "|---|---|---|---|---|---|---|---|---|"]
     for r in result["prediction"]:
         out.append(f"| {r['size']} | {r['architecture']} · {r['integrator']} | {r['dtype']} | {r['batch']} "
-                   f"| {r['bare_Mss']:.2f} | {r['predict_Mss']:.2f} | {r['cpu_compiled_Mss']:.2f} ({r['cpu_batch']}) "
-                   f"| {r['predict_Mss'] / r['cpu_compiled_Mss']:.1f}× | {r['max_diff_vs_cpu_float64']:.1e} |")
+                   f"| {_f(r['bare_Mss'])} | {_f(r['predict_Mss'])} | {_f(r['cpu_compiled_Mss'])} ({r['cpu_batch']}) "
+                   f"| {_ratio(r['predict_Mss'], r['cpu_compiled_Mss'])} | {_g(r['max_diff_vs_cpu_float64'])} |")
     out += ["", "## One training step (Adam, 10-step windows)", "",
             "| size | workload | dtype | batch | device (ms) | CPU compiled float64 (ms) | CPU / device "
             "| rel. grad diff vs CPU |", "|---|---|---|---|---|---|---|---|"]
     for r in result["training"]:
         out.append(f"| {r['size']} | {r['architecture']} · {r['integrator']} | {r['dtype']} | {r['batch']} "
-                   f"| {r['device_ms']:.1f} | {r['cpu_compiled_float64_ms']:.1f} "
-                   f"| {r['cpu_compiled_float64_ms'] / r['device_ms']:.1f}× "
-                   f"| {r['rel_grad_diff_vs_cpu_float64']:.1e} |")
+                   f"| {_f(r['device_ms'], 1)} | {_f(r['cpu_compiled_float64_ms'], 1)} "
+                   f"| {_ratio(r['cpu_compiled_float64_ms'], r['device_ms'])} "
+                   f"| {_g(r['rel_grad_diff_vs_cpu_float64'])} |")
     return "\n".join(out) + "\n"
 
 
