@@ -26,6 +26,15 @@ def lockable() -> bool:
     return callable(getattr(IndexDataCacheFile, "save", None))
 
 
+def installed() -> str | None:
+    """The lock file this process's numba cache saves take, None when they take none."""
+    try:
+        from numba.core.caching import IndexDataCacheFile
+    except ImportError:
+        return None
+    return getattr(IndexDataCacheFile.save, "hinn_lock", None)
+
+
 def serialise_cache_saves(lock_path: str) -> bool:
     """Make numba's cache saves in this process exclusive under ``lock_path``; False when that
     cannot be done here. Called again, it re-targets the one wrapper (never wraps a wrapper: one

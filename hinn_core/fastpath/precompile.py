@@ -6,9 +6,9 @@ float32), so 4-9 min in one process. ``--jobs`` (default: `default_jobs`) compil
 many processes at once, then loads them all here to check the cache is complete.
 
 The processes share numba's cache safely because `hinn_core.fastpath` locks its saves
-(`hinn_core.fastpath.cachelock`); where that lock cannot be installed (no ``fcntl``, a numba without
-``IndexDataCacheFile.save``) compilation runs in this process alone. Whatever the children did, the
-final `warm` here compiles anything missing.
+(`hinn_core.fastpath.cachelock`); where that lock is not installed (no ``fcntl``, a numba without
+``IndexDataCacheFile.save``, an unusual cache location) compilation runs in this process alone.
+Whatever the children did, the final `warm` here compiles anything missing.
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
 from hinn_core.fastpath import KERNELS, available, warm
-from hinn_core.fastpath.cachelock import lockable
+from hinn_core.fastpath.cachelock import installed
 
 
 def _compile_in_child(dtype_name: str, kernel: str) -> tuple[str, str, float]:
     import torch
-    from numba.core.caching import IndexDataCacheFile
 
     from hinn_core.fastpath import compile_kernels  # installs the cache lock (`cachelock`)
 
-    if not hasattr(IndexDataCacheFile.save, "hinn_lock"):
+    if installed() is None:
         raise RuntimeError("numba's cache saves are not locked in this process")
     started = time.perf_counter()
     compile_kernels(getattr(torch, dtype_name), kernel)
@@ -40,10 +39,11 @@ def compile_all(jobs: int) -> float:
     """Compile every kernel and dtype with up to ``jobs`` processes, then `warm` this process from
     the cache; seconds taken."""
     started = time.perf_counter()
-    # float64 then float32 first: with two processes each dtype's shared functions are compiled once
+    # both dtypes of one kernel at a time: two processes then compile each dtype's shared
+    # functions once (a third and fourth would load them from the cache or compile them again)
     work = [(dtype, kernel) for kernel in KERNELS for dtype in ("float64", "float32")]
     jobs = min(jobs, len(work))
-    if jobs > 1 and lockable():
+    if jobs > 1 and installed() is not None:  # the children install the same lock on import
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(_compile_in_child, dtype, kernel) for dtype, kernel in work]
             for future in as_completed(futures):
