@@ -48,6 +48,8 @@ from bench.serve import hinn_serve
 from hinn_core import fastpath
 from hinn_core.data import generate_dataset
 from hinn_core.dynamics import HamiltonianDynamics
+from hinn_core.fastpath import vectorwidth
+from hinn_core.fastpath.vectorwidth import active_features
 from hinn_core.integrators import get_integrator, integrate
 from hinn_core.models import DynamicsModel, ModelSpec
 from hinn_core.networks import ScalarTrunk
@@ -439,6 +441,8 @@ def cpu_description() -> str:
     except OSError:
         model = platform.processor()
     simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2" if flags else "SIMD unknown"
+    if vectorwidth.WIDE in active_features().split(","):
+        simd += ", 512-bit vectors preferred"  # hinn_core.fastpath.vectorwidth
     return f"{llvm.get_host_cpu_name()} ({model or 'model unknown'}, {simd})"
 
 

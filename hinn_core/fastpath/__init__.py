@@ -28,8 +28,13 @@ import torch
 
 from hinn_core.errors import IntegrationError
 from hinn_core.fastpath.cachelock import LOCK_NAME, serialise_cache_saves
+from hinn_core.fastpath.vectorwidth import prefer_wide_vectors
 from hinn_core.integrators import INTEGRATORS, NEWTON_MAX_ITER, Integrator, _newton_tol
 from hinn_core.networks import HamiltonianNet, SeparableHamiltonianNet, VectorFieldNet
+
+#: the CPU features numba compiles for when this module widened its vectors (`vectorwidth`), else
+#: None; set before any kernel module is imported, since that fixes numba's target
+WIDE_VECTORS = prefer_wide_vectors()
 
 try:  # numba is optional: without it `supports` is False and predict uses torch
     from hinn_core.fastpath import _adjoint as _a

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from bench.perf.run import _train_step_factory, cpu_description, main, render
+from hinn_core import fastpath
 from hinn_core.models import DynamicsModel, ModelSpec
 
 
@@ -45,4 +46,6 @@ def test_the_cpu_is_named_as_numba_targets_it() -> None:
 
     cpu = cpu_description()
     assert cpu.startswith(llvm.get_host_cpu_name() + " (")
-    assert cpu.endswith(("AVX-512)", "AVX2)", "no AVX2)", "SIMD unknown)"))
+    assert cpu.endswith(("AVX-512)", "AVX2)", "no AVX2)", "SIMD unknown)", "AVX-512, 512-bit vectors preferred)"))
+    # the report says which vector width the kernels were compiled for (hinn_core.fastpath.vectorwidth)
+    assert cpu.endswith("512-bit vectors preferred)") == (fastpath.WIDE_VECTORS is not None)
