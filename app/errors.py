@@ -20,6 +20,13 @@ class NotFound(ServiceError):
     title = "Not found"
 
 
+class Gone(ServiceError):
+    """The resource existed and was deleted (RFC 9110 §15.5.11): unlike 404, retrying is pointless."""
+
+    status = 410
+    title = "Gone"
+
+
 class Conflict(ServiceError):
     status = 409
     title = "Conflict"

@@ -8,11 +8,13 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.db.models import Model
-from app.errors import NotFound
+from app.db.base import db_now
+from app.db.models import Job, Model
+from app.errors import Gone, NotFound
+from app.schemas import iso_utc
 from hinn_core.artifacts import LoadedModel, model_from_bytes
 
 
@@ -33,8 +35,22 @@ def resolve(s: Session, ref: str, field: str = "model") -> Model:
     row = s.scalar(select(Model).where(Model.name == ref, Model.status == "ready")
                    .order_by(Model.version.desc()).limit(1))
     if row is None:
+        gone = s.execute(select(Job.id, Job.name, Job.model_deleted_at)
+                         .where(Job.model_id == ref, Job.model_deleted_at.is_not(None)).limit(1)).first()
+        if gone is not None:
+            job_id, name, when = gone
+            raise Gone(f"model '{ref}' ('{name}', registered by job {job_id}) was deleted at {iso_utc(when)}",
+                       field=field)
         raise NotFound(f"no model with id or name '{ref}'", field=field)
     return row
+
+
+def delete(s: Session, row: Model) -> None:
+    """Delete a model version; the job that registered it keeps its ``model_id`` and records when
+    the model went (``model_deleted_at``), so the id answers 410 Gone rather than 404. One
+    transaction: the caller's session commits both or neither."""
+    s.execute(update(Job).where(Job.model_id == row.id).values(model_deleted_at=db_now()))
+    s.delete(row)
 
 
 class ModelCache:

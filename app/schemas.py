@@ -35,13 +35,13 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
-def _iso(value: datetime) -> str:
+def iso_utc(value: datetime) -> str:
     """One fixed width, ``2026-11-28T01:15:05.300000Z``: pydantic's default drops a zero fraction,
     and such strings would not sort like the times they name."""
     return _utc(value).astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-UTCDateTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(_iso, return_type=str, when_used="json")]
+UTCDateTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(iso_utc, return_type=str, when_used="json")]
 
 
 class RequestModel(BaseModel):
@@ -194,6 +194,8 @@ class JobPublic(BaseModel):
     status: JobStatusName
     progress: JobProgress | None = None
     model_id: str | None = None
+    model_deleted_at: UTCDateTime | None = Field(
+        None, description="when the model this job registered was deleted (`model_id` then answers 410 Gone)")
     error: str | None = None
     attempts: int
     max_attempts: int

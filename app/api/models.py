@@ -14,7 +14,8 @@ from app.schemas import MODEL_NAME_PATTERN, ModelPublic, Page
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no model with this id, name or name@version"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no model with this id, name or name@version"},
+                                               410: {"description": "the model with this id was deleted"}}
 
 
 def public(row: Model) -> ModelPublic:
@@ -62,6 +63,6 @@ def delete_model(ref: str, db: DbDep, cache: CacheDep) -> Response:
     with db.session(write=True) as s:
         row = registry.resolve(s, ref, field="ref")
         model_id = row.id
-        s.delete(row)
+        registry.delete(s, row)
     cache.evict(model_id)
     return Response(status_code=204)

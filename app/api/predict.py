@@ -40,6 +40,7 @@ router = APIRouter(tags=["predict"], dependencies=WRITE_AUTH)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown model"},
+    410: {"description": "the model with this id was deleted"},
     413: {"description": "too many initial conditions or steps (the problem names the bound)"},
     422: {"description": "invalid initial conditions or times (the problem names the field)"},
 }

@@ -85,8 +85,11 @@ class Job(Base):
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     history: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, deferred=True)
     error: Mapped[str | None] = mapped_column(Text)
-    # set in the completion transaction; models.job_id is the foreign key of the pair
-    model_id: Mapped[str | None] = mapped_column(String(32))
+    # set in the completion transaction; models.job_id is the foreign key of the pair. Indexed: a
+    # deleted model's id is looked up here to answer 410 Gone rather than 404
+    model_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    # set in the transaction that deletes the registered model (model_id is kept, as history)
+    model_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=db_now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

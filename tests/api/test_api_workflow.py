@@ -240,10 +240,31 @@ def test_datasets_jobs_and_models_survive_an_api_restart(env: Any) -> None:
 
 
 def test_delete_model_evicts_it(env: Any) -> None:
-    """Last in the module: the model is gone afterwards."""
+    """Last in the module: the model is gone afterwards. Its id answers 410 Gone (it existed, and
+    retrying is pointless) and says when it went; the job keeps the id and records the deletion."""
     assert env.client.post(path(env, "predict"), json=predict_body()).status_code == 200  # cached now
+    job = env.client.get(path(env, "get_job", job_id=env.job_id)).json()
+    model_id = job["model_id"]
+    assert model_id and job["model_deleted_at"] is None
     r = env.client.delete(path(env, "delete_model", ref="spring-hinn@1"))
     assert r.status_code == 204 and not r.content
     assert_problem(env.client.get(path(env, "get_model", ref="spring-hinn")), 404, "ref")
     assert_problem(env.client.post(path(env, "predict"), json=predict_body()), 404, "model")
     assert_problem(env.client.delete(path(env, "delete_model", ref="spring-hinn@1")), 404, "ref")
+
+    after = env.client.get(path(env, "get_job", job_id=env.job_id)).json()
+    assert after["model_id"] == model_id and after["status"] == "succeeded"
+    deleted_at = after["model_deleted_at"]
+    assert deleted_at.endswith("Z") and deleted_at >= job["finished_at"]
+    listed = env.client.get(path(env, "list_jobs")).json()["items"]
+    assert [j["model_deleted_at"] for j in listed if j["id"] == env.job_id] == [deleted_at]
+    for response, field in ((env.client.get(path(env, "get_model", ref=model_id)), "ref"),
+                            (env.client.get(path(env, "get_model_artifact", ref=model_id)), "ref"),
+                            (env.client.delete(path(env, "delete_model", ref=model_id)), "ref"),
+                            (env.client.post(path(env, "predict"), json=predict_body(model=model_id)), "model")):
+        problem = assert_problem(response, 410, field)
+        assert problem["title"] == "Gone"
+        assert model_id in problem["detail"] and env.job_id in problem["detail"]
+        assert f"deleted at {deleted_at}" in problem["detail"]
+    # the deletion touched nothing else: the dataset and the job are still there
+    assert env.client.get(path(env, "get_dataset", dataset_id=env.dataset["id"])).json() == env.dataset
