@@ -16,11 +16,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 
 from hinn_core import ARCHITECTURES, INTEGRATORS, SYSTEMS, ModelSpec, TrainConfig
 from hinn_core.networks import ACTIVATIONS
+from hinn_core.rollout import PREDICT_INTEGRATORS
 from hinn_core.training import LR_SCHEDULES
 
 SystemName = Literal[tuple(SYSTEMS)]  # type: ignore[valid-type]
 Architecture = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
 IntegratorName = Literal[tuple(INTEGRATORS)]  # type: ignore[valid-type]
+PredictIntegratorName = Literal[PREDICT_INTEGRATORS]  # type: ignore[valid-type]
 ActivationName = Literal[tuple(ACTIVATIONS)]  # type: ignore[valid-type]
 LRSchedule = Literal[tuple(LR_SCHEDULES)]  # type: ignore[valid-type]
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -240,7 +242,12 @@ class PredictRequest(RequestModel):
     t_end: float | None = Field(None, gt=0, examples=[10.0])
     dt: float | None = Field(None, gt=0, examples=[0.1])
     times: list[float] | None = Field(None, description="strictly increasing output times (instead of t_end/dt)")
-    integrator: IntegratorName | None = Field(None, description="override the model's integrator")
+    integrator: PredictIntegratorName | None = Field(
+        None, description="override the model's integrator: a fixed-step scheme (one step per output "
+        "interval), or 'rk45', adaptive Dormand–Prince with error control (rtol/atol; steps as the "
+        "tolerances need, outputs from its dense output; the HNN reference's solver)")
+    rtol: float | None = Field(None, gt=0, lt=1, description="rk45 only: relative tolerance (default 1e-9)")
+    atol: float | None = Field(None, gt=0, description="rk45 only: absolute tolerance (default 1e-9)")
 
 
 class ModelRef(BaseModel):
@@ -358,5 +365,10 @@ PREDICT_EXAMPLES: dict[str, Any] = {
         "summary": "Explicit (variable-step) times",
         "value": {"model": "spring-hinn", "initial_conditions": [{"q": [1.0], "p": [0.0]}, {"q": [0.5], "p": [0.5]}],
                   "times": [0.0, 0.05, 0.15, 0.3, 0.5, 1.0]},
+    },
+    "rk45": {
+        "summary": "Adaptive RK45 under error control (the HNN reference's solver)",
+        "value": {"model": "spring-hinn", "initial_conditions": [{"q": [1.0], "p": [0.0]}],
+                  "t_end": 20.0, "dt": 0.02, "integrator": "rk45", "rtol": 1e-9, "atol": 1e-6},
     },
 }

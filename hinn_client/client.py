@@ -369,14 +369,17 @@ class Client:
 
     # -- prediction --------------------------------------------------------------------------------------
     def predict(self, model: str | dict[str, Any], q0: ArrayLike, p0: ArrayLike, t_end: float | None = None,
-                dt: float | None = None, times: ArrayLike = None, integrator: str | None = None) -> Prediction:
-        """Roll ``model`` out from ``q0``, ``p0`` ((n,) for one start or (B, n)) on ``t_end``/``dt`` or ``times``."""
+                dt: float | None = None, times: ArrayLike = None, integrator: str | None = None,
+                rtol: float | None = None, atol: float | None = None) -> Prediction:
+        """Roll ``model`` out from ``q0``, ``p0`` ((n,) for one start or (B, n)) on ``t_end``/``dt`` or ``times``.
+        ``integrator="rk45"`` integrates adaptively under ``rtol``/``atol`` (the server's defaults: 1e-9)."""
         q = np.atleast_2d(np.asarray(q0, dtype=np.float64))
         p = np.atleast_2d(np.asarray(p0, dtype=np.float64))
         if q.shape != p.shape or q.ndim != 2:
             raise ValueError(f"q0 and p0 must both be (n,) or (B, n); got {q.shape} and {p.shape}")
         starts = [{"q": qi.tolist(), "p": pi.tolist()} for qi, pi in zip(q, p, strict=True)]
         body = _drop_none({"model": _ref(model), "t_end": t_end, "dt": dt, "integrator": integrator,
+                           "rtol": rtol, "atol": atol,
                            "times": None if times is None else np.asarray(times, dtype=np.float64).tolist(),
                            "initial_conditions": starts})
         # the compact binary response: no JSON text for millions of floats (an older server answers JSON)

@@ -19,12 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from hinn_core import adaptive
+from hinn_core.adaptive import Tolerances
 from hinn_core.errors import ConfigError, DataError
-from hinn_core.integrators import Integrator, get_integrator
+from hinn_core.integrators import INTEGRATORS, Integrator, get_integrator
 from hinn_core.models import DynamicsModel
 from hinn_core.systems import System
 
 ENGINES = ("auto", "numba", "torch")
+#: what `predict` integrates with: every fixed-step scheme, and adaptive RK45 (prediction only)
+PREDICT_INTEGRATORS = (*sorted(INTEGRATORS), adaptive.NAME)
 
 
 def _fastpath() -> Any:
@@ -84,6 +88,8 @@ class Prediction:
     p: np.ndarray
     H: np.ndarray | None
     H_true: np.ndarray | None
+    #: field evaluations per trajectory (adaptive ``rk45`` only; fixed-step schemes: None)
+    evaluations: np.ndarray | None = None
 
     def trajectories(self) -> list[dict[str, Any]]:
         out = []
@@ -127,9 +133,13 @@ def predict(
     integrator: str | Integrator | None = None,
     system: System | None = None,
     engine: str = "auto",
+    tolerances: Tolerances | None = None,
 ) -> Prediction:
     """Roll out ``model`` from ``q0, p0`` (``(dof,)`` or ``(B, dof)``) onto ``times``.
 
+    ``integrator``: a fixed-step scheme (one step per interval of ``times``; default the model's
+    own) or ``"rk45"``, adaptive Dormand–Prince with error control ``tolerances`` (`hinn_core.adaptive`:
+    as many steps as the tolerances need, the requested times from its dense output).
     ``engine``: ``"auto"`` uses the compiled kernel when it supports the model and integrator,
     else torch; ``"numba"`` insists on the kernel (`ConfigError` where it cannot run);
     ``"torch"`` runs the reference path.
@@ -138,19 +148,39 @@ def predict(
         raise ConfigError(f"unknown engine '{engine}'; choose one of {list(ENGINES)}", field="engine")
     q_np, p_np = check_initial_conditions(q0, p0, model.dof)
     times = check_times(times)
-    if isinstance(integrator, str):
+    is_adaptive = integrator == adaptive.NAME
+    if tolerances is not None and not is_adaptive:
+        raise ConfigError(f"tolerances apply to integrator '{adaptive.NAME}' only", field="rtol")
+    tol = (tolerances or adaptive.DEFAULT_TOLERANCES).checked(model.dtype) if is_adaptive else None
+    if isinstance(integrator, str) and not is_adaptive:
+        if integrator not in INTEGRATORS:
+            raise ConfigError(f"unknown integrator '{integrator}'; choose one of {list(PREDICT_INTEGRATORS)}",
+                              field="integrator")
         integrator = get_integrator(integrator)
     fast = _fastpath() if engine != "torch" else None
     # "auto" does not wait for a background warm-up (`hinn serve` starts one): torch meanwhile
     waiting = engine == "auto" and fast is not None and fast.is_warming()
-    if fast is not None and not waiting and fast.supports(model, integrator):
-        q_f, p_f, H_f = fast.rollout(model, q_np, p_np, np.diff(times), integrator)
+    evaluations = None
+    can = fast is not None and (fast.supports_adaptive(model) if is_adaptive else fast.supports(model, integrator))
+    if can and not waiting:
+        if tol is not None:
+            q_f, p_f, H_f, evaluations = fast.rollout_rk45(model, q_np, p_np, times, tol)
+        else:
+            q_f, p_f, H_f = fast.rollout(model, q_np, p_np, np.diff(times), integrator)
         q_out, p_out = q_f.astype(np.float64, copy=False), p_f.astype(np.float64, copy=False)
         H_out = H_f.astype(np.float64, copy=False) if H_f is not None else None
     elif engine == "numba":
         why = "numba is not installed" if fast is None else "it runs CPU models with the built-in integrators only"
         raise ConfigError(f"the compiled engine cannot run this prediction: {why}; use engine='auto'",
                           field="engine")
+    elif tol is not None:
+        kw = {"dtype": model.dtype, "device": model.device}
+        x0 = torch.cat([torch.as_tensor(q_np, **kw), torch.as_tensor(p_np, **kw)], dim=-1)
+        X, evaluations = adaptive.rk45(adaptive.field_of(model.dynamics(), model.dof), x0, times, tol)
+        n = model.dof
+        H = model.hamiltonian(X[..., :n].reshape(-1, n), X[..., n:].reshape(-1, n))
+        q_out, p_out = X[..., :n].double().cpu().numpy(), X[..., n:].double().cpu().numpy()
+        H_out = H.double().cpu().numpy().reshape(X.shape[:2]) if H is not None else None
     else:
         kw = {"dtype": model.dtype, "device": model.device}
         q, p = model.rollout(torch.as_tensor(q_np, **kw), torch.as_tensor(p_np, **kw),
@@ -161,4 +191,4 @@ def predict(
         p_out = p.double().cpu().numpy()
         H_out = H.double().cpu().numpy().reshape(B, T1) if H is not None else None
     H_true = np.asarray(system.hamiltonian(q_out, p_out), dtype=np.float64) if system is not None else None
-    return Prediction(times, q_out, p_out, H_out, H_true)
+    return Prediction(times, q_out, p_out, H_out, H_true, evaluations)

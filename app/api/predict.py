@@ -31,7 +31,7 @@ from app.errors import TooLarge, Unprocessable
 from app.registry import ModelCache
 from app.schemas import PREDICT_EXAMPLES, PredictRequest, PredictResponse
 from app.settings import Settings
-from hinn_core import ConfigError, IntegrationError, LoadedModel, Prediction, System, make_system
+from hinn_core import ConfigError, IntegrationError, LoadedModel, Prediction, System, adaptive, make_system
 from hinn_core.plotting import prediction_png
 from hinn_core.rollout import check_times, make_time_grid, predict
 
@@ -120,10 +120,26 @@ def run(body: PredictRequest, db: Database, cache: ModelCache, settings: Setting
     model = loaded.model
     q0, p0 = initial_conditions(body, model.dof)
     integrator = body.integrator or model.spec.integrator or ""
+    tolerances = None
+    if integrator == adaptive.NAME:
+        # each trajectory may attempt as many steps as the request's share of HINN_MAX_STATE_STEPS
+        # (at least one per output interval): the work stays within the fixed-step bound
+        budget = max(len(times) - 1, settings.max_state_steps // len(body.initial_conditions))
+        defaults = adaptive.DEFAULT_TOLERANCES
+        tolerances = adaptive.Tolerances(rtol=defaults.rtol if body.rtol is None else body.rtol,
+                                         atol=defaults.atol if body.atol is None else body.atol, max_steps=budget)
+    else:
+        for name in ("rtol", "atol"):
+            if getattr(body, name) is not None:
+                raise Unprocessable(f"{name} applies to integrator '{adaptive.NAME}' only, not '{integrator}'",
+                                    field=name)
     started = time.perf_counter()
     try:
-        pred = predict(model, q0, p0, times, integrator=integrator, system=true_system(loaded))
+        pred = predict(model, q0, p0, times, integrator=integrator, system=true_system(loaded),
+                       tolerances=tolerances)
     except IntegrationError as exc:
+        if tolerances is not None:
+            raise Unprocessable(f"the rollout failed ({exc})", field="rtol") from None
         raise Unprocessable(f"the rollout failed ({exc}); use smaller steps", field=time_field) from None
     arrays = [a for a in (pred.q, pred.p, pred.H, pred.H_true) if a is not None]
     if not all(np.isfinite(a).all() for a in arrays):

@@ -46,6 +46,7 @@ from scipy.integrate import solve_ivp
 
 from bench.serve import hinn_serve
 from hinn_core import fastpath
+from hinn_core.adaptive import Tolerances
 from hinn_core.data import generate_dataset
 from hinn_core.dynamics import HamiltonianDynamics
 from hinn_core.fastpath import vectorwidth
@@ -192,6 +193,21 @@ def scipy_rollout(model: DynamicsModel, q0: np.ndarray, p0: np.ndarray, h: np.nd
     return sol.y.T[None], int(sol.nfev)
 
 
+#: the HNN reference's tolerances (`scipy_rollout`): rtol 1e-9, scipy's default atol 1e-6
+REFERENCE_TOLERANCES = Tolerances(rtol=1e-9, atol=1e-6)
+
+
+def bench_rk45(model: DynamicsModel, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, scipy_states: np.ndarray,
+               reps: int) -> dict[str, Any]:
+    """hinn's adaptive RK45 (`fastpath.rollout_rk45`, with H) at the reference's tolerances: time,
+    evaluations, and the max difference from scipy's solution (the same steps: round-off apart)."""
+    times = np.concatenate([[0.0], np.cumsum(h)])
+    run = partial(fastpath.rollout_rk45, model, q0, p0, times, REFERENCE_TOLERANCES)
+    q, p, _, nfev = run()
+    return {"rk45_ms": 1e3 * median_time(run, reps), "rk45_nfev": int(nfev[0]),
+            "diff_rk45_scipy": max_diff(np.concatenate([q, p], -1), scipy_states)}
+
+
 def max_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)))
 
@@ -223,6 +239,8 @@ def bench_latency(quick: bool) -> list[dict[str, Any]]:
                     y, nfev = scipy_rollout(model, q0, p0, h)
                     row["scipy_rk45_ms"], row["scipy_nfev"] = 1e3 * (time.perf_counter() - t), nfev
                     row["diff_scipy"] = max_diff(y, ref)
+                    if dtype == torch.float64:  # the same solver compiled: hinn's integrator="rk45"
+                        row.update(bench_rk45(model, q0, p0, h, y, reps_fast))
                 row["diff_fast"] = max_diff(fast_rollout(model, q0, p0, h), ref)
                 row["diff_torch"] = max_diff(torch_rollout(model, q0, p0, h), ref)
                 print(json.dumps(row), flush=True)
@@ -501,6 +519,18 @@ def render(r: dict[str, Any]) -> str:
             f"| {_f(x.get('scipy_rk45_ms'), 0)} ms ({_ratio(x.get('scipy_rk45_ms'), fast)}, "
             f"{x.get('scipy_nfev', '—')}) "
             f"| {_g(x['diff_fast'])} | {_g(x.get('diff_autograd'))} | {_g(x.get('diff_scipy'))} |")
+    adaptive_rows = [x for x in r["latency"] if x.get("rk45_ms") is not None]
+    if adaptive_rows:
+        out += ["", "## The reference's own solver, compiled: `integrator=\"rk45\"`", "",
+                "hinn's adaptive Dormand–Prince (`hinn_core.adaptive`, compiled in `hinn_core.fastpath`) at the "
+                "reference's tolerances (rtol 1e-9, atol 1e-6), H included, against scipy RK45 on the same network "
+                "and output times: the same algorithm, so the same evaluations, and solutions round-off apart.", "",
+                "| size | model | scipy RK45 (ms, nfev) | hinn rk45 (ms, nfev) | ratio | diff |",
+                "|---|---|---|---|---|---|"]
+        for x in adaptive_rows:
+            out.append(f"| {x['size']} | {x['architecture']} | {_f(x['scipy_rk45_ms'], 0)} ({x['scipy_nfev']}) "
+                       f"| {_f(x['rk45_ms'])} ({x['rk45_nfev']}) | {_ratio(x['scipy_rk45_ms'], x['rk45_ms'])} "
+                       f"| {_g(x['diff_rk45_scipy'])} |")
     out += ["", "## Batched throughput (million state-steps per second)", "",
             "The naive loop is autograd per stage (hessQuik for implicit midpoint, which needs Hessians; not "
             "timed at batch 4096, where one hessQuik Hessian takes seconds).", "",

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hinn_core import adaptive
 from hinn_core.errors import IntegrationError
 from hinn_core.fastpath.cachelock import LOCK_NAME, serialise_cache_saves
 from hinn_core.fastpath.vectorwidth import prefer_wide_vectors
@@ -37,16 +38,19 @@ from hinn_core.networks import HamiltonianNet, SeparableHamiltonianNet, VectorFi
 WIDE_VECTORS = prefer_wide_vectors()
 
 try:  # numba is optional: without it `supports` is False and predict uses torch
+    from hinn_core.fastpath import _adaptive as _d
     from hinn_core.fastpath import _adjoint as _a
     from hinn_core.fastpath import _rollout as _k
     from hinn_core.fastpath._math import ACT_CODES
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     _k = None
     _a = None
+    _d = None
     ACT_CODES = {}
 
 __all__ = ["KERNELS", "Packed", "available", "compile_kernels", "is_warm", "is_warming", "pack", "parameters",
-           "rollout", "rollout_sse", "rollout_vjp", "supports", "supports_training", "warm", "warm_in_background"]
+           "rollout", "rollout_rk45", "rollout_sse", "rollout_vjp", "supports", "supports_adaptive",
+           "supports_training", "warm", "warm_in_background"]
 
 
 def _drop_stale_cache() -> None:
@@ -125,8 +129,9 @@ def is_warming() -> bool:
     return _WARMING.is_set() and not _WARM.is_set()
 
 
-#: what `compile_kernels` compiles: the prediction kernel, and the training (adjoint) kernel
-KERNELS = ("rollout", "training")
+#: what `compile_kernels` compiles: the prediction kernel, the training (adjoint) kernel and the
+#: adaptive RK45 prediction kernel
+KERNELS = ("rollout", "training", "adaptive")
 
 
 def compile_kernels(dtype: torch.dtype, kernel: str) -> None:
@@ -142,6 +147,8 @@ def compile_kernels(dtype: torch.dtype, kernel: str) -> None:
         model = DynamicsModel(ModelSpec(architecture=arch, dof=1, width=2, depth=1)).to(dtype)
         if kernel == "rollout":
             rollout(model, zero, zero, h)
+        elif kernel == "adaptive":
+            rollout_rk45(model, zero, zero, np.array([0.0, 0.1]), adaptive.Tolerances(rtol=1e-3, atol=1e-6))
         else:
             states = np.zeros((1, 3, 1))
             rollout_vjp(model, zero, zero, h, states, states)
@@ -203,14 +210,20 @@ def _integrator_name(integrator: str | Integrator) -> str | None:
     return name if name in _INTEGRATOR_CODES and type(integrator) is INTEGRATORS[name] else None
 
 
-def supports(model: Any, integrator: str | Integrator | None = None) -> bool:
-    """True when `rollout` can run ``model`` with ``integrator`` (default: the model's own)."""
+def supports_adaptive(model: Any) -> bool:
+    """True when the kernels can evaluate ``model``'s field: a built-in architecture and activation,
+    on the CPU, in float32 or float64 (what `rollout_rk45` needs; `supports` adds the integrator)."""
     if _k is None or _FAILED:
         return False
     field = getattr(model, "field", None)
     if type(field) not in _ARCH_CODES or model.device.type != "cpu":
         return False
-    if model.dtype not in (torch.float32, torch.float64) or model.spec.activation not in ACT_CODES:
+    return model.dtype in (torch.float32, torch.float64) and model.spec.activation in ACT_CODES
+
+
+def supports(model: Any, integrator: str | Integrator | None = None) -> bool:
+    """True when `rollout` can run ``model`` with ``integrator`` (default: the model's own)."""
+    if not supports_adaptive(model):
         return False
     return _integrator_name(integrator if integrator is not None else model.integrator) is not None
 
@@ -380,6 +393,56 @@ def rollout(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray,
                 lambda _: (err, errv))
     _raise(err, errv, c.name)
     return q, p, (H if c.packed.arch != 2 and energy else None)
+
+
+def _tableau(dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """`hinn_core.adaptive`'s Dormand–Prince tableau as the kernel takes it: A (6, 6), B, E, P."""
+    a = np.zeros((6, 6), dtype)
+    for i, row in enumerate(adaptive.A):
+        a[i, :len(row)] = row
+    return a, np.array(adaptive.B, dtype), np.array(adaptive.E, dtype), np.array(adaptive.P, dtype)
+
+
+def rollout_rk45(model: Any, q0: np.ndarray, p0: np.ndarray, times: np.ndarray,
+                 tol: adaptive.Tolerances = adaptive.DEFAULT_TOLERANCES, *, parallel: bool | None = None,
+                 energy: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """`hinn_core.adaptive.rk45` compiled: ``q, p: (B, T+1, dof)`` at ``times`` from ``q0, p0: (B, dof)``,
+    the learned ``H: (B, T+1)`` (None for the vector field or with ``energy=False``) and the field
+    evaluations per trajectory ``(B,)``. Each trajectory has its own step-size control, as in the
+    reference; ``parallel`` (default: B ≥ `PARALLEL_MIN_BATCH`) spreads them over threads."""
+    if not supports_adaptive(model):
+        raise ValueError("the compiled rollout does not support this model; use the torch path")
+    packed = pack(model)
+    dt = packed.nrm[0].dtype
+    tol = tol.checked(model.dtype)
+    x0 = np.ascontiguousarray(np.concatenate([np.asarray(q0, dt), np.asarray(p0, dt)], axis=1))
+    times = np.ascontiguousarray(times, dtype=dt)
+    B, n = x0.shape[0], packed.dof
+    T1 = times.shape[0]
+    q = np.empty((B, T1, n), dt)
+    p = np.empty((B, T1, n), dt)
+    H = np.empty((B, T1), dt)
+    err = np.zeros(B, np.int64)
+    errt = np.zeros(B, dt)
+    nfev = np.zeros(B, np.int64)
+    cfg = np.array([packed.arch, packed.act, n, int(energy), tol.max_steps], dtype=np.int64)
+    par = np.array([packed.par[0], packed.par[1], tol.rtol, tol.atol], dtype=dt)
+    args = (packed.net, packed.nrm, cfg, par, _tableau(dt), x0, times, q, p, H)
+    _run_blocks(_d.rk45, args, B, B >= PARALLEL_MIN_BATCH if parallel is None else parallel,
+                lambda _: (err, errt, nfev))
+    bad = np.nonzero(err)[0]
+    if len(bad):
+        i = int(bad[0])
+        if err[i] == _d.NONFINITE:
+            raise IntegrationError(f"{adaptive.NAME}: the field is not finite at t = {float(errt[i]):.6g} "
+                                   f"(trajectory {i}); the state left the region the model can evaluate")
+        if err[i] == _d.TOO_SMALL_STEP:
+            raise IntegrationError(f"{adaptive.NAME}: the step size fell below the floating-point spacing at t = "
+                                   f"{float(errt[i]):.6g} (trajectory {i}); the learned field may be singular or "
+                                   "blowing up there")
+        raise IntegrationError(f"{adaptive.NAME}: trajectory {i} needed more than {tol.max_steps} steps by t = "
+                               f"{float(errt[i]):.6g}; raise rtol/atol or use a fixed-step integrator")
+    return q, p, (H if packed.arch != 2 and energy else None), nfev
 
 
 def supports_training(model: Any, integrator: str | Integrator | None = None) -> bool:

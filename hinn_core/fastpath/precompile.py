@@ -56,9 +56,9 @@ def compile_all(jobs: int) -> float:
 
 def _compiled_here() -> int:
     """Signatures of the entry kernels this process compiled rather than loaded from the cache."""
-    from hinn_core.fastpath import _adjoint, _rollout
+    from hinn_core.fastpath import _adaptive, _adjoint, _rollout
 
-    return sum(sum(d.stats.cache_misses.values()) for d in (_rollout.rollout, _adjoint.rollout_vjp))
+    return sum(sum(d.stats.cache_misses.values()) for d in (_rollout.rollout, _adjoint.rollout_vjp, _adaptive.rk45))
 
 
 #: peak resident memory of one compiling process (torch, numba and LLVM; measured 1.3 GB)
@@ -78,7 +78,8 @@ def available_memory() -> int | None:
 
 
 def default_jobs() -> int:
-    """The CPUs available, at most 4 (there are four kernels) and at most as many as the available
+    """The CPUs available, at most 4 (six kernel builds; a fifth process would mostly compile what
+    another already did) and at most as many as the available
     memory holds at `JOB_MEMORY` each (an image build on a small machine must not run out)."""
     jobs = min(4, len(os.sched_getaffinity(0)))
     memory = available_memory()

@@ -160,6 +160,25 @@ def test_predict_reports_server_timing_and_metrics(env: Any) -> None:
     assert state_steps() - before == 3 * 20  # 3 initial conditions × 20 steps
 
 
+def test_predict_adaptive_rk45(env: Any) -> None:
+    """integrator "rk45": adaptive steps under rtol/atol, outputs on the requested grid; it agrees
+    with a fine fixed-step RK4 rollout of the same model at the shared times."""
+    r = env.client.post(path(env, "predict"), json=predict_body(integrator="rk45", rtol=1e-10, atol=1e-10))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["integrator"] == "rk45" and len(body["times"]) == 21
+    traj = body["trajectories"][0]
+    assert len(traj["q"]) == len(traj["H"]) == 21 and traj["q"][0] == [1.0]
+    fine = env.client.post(path(env, "predict"), json=predict_body(integrator="rk4", dt=0.01)).json()
+    ref = np.array(fine["trajectories"][0]["q"])[::10]
+    assert np.abs(np.array(traj["q"]) - ref).max() < 1e-7
+    H = np.array(traj["H"])
+    assert np.abs(H - H[0]).max() < 1e-7  # the learned H, conserved to the tolerance's scale
+    loose = env.client.post(path(env, "predict"), json=predict_body(integrator="rk45", rtol=1e-3, atol=1e-3)).json()
+    loose_q = np.array(loose["trajectories"][0]["q"])
+    assert 0 < np.abs(loose_q - np.array(traj["q"])).max() < 1e-2  # other steps, still close
+
+
 def test_plots_are_png(env: Any) -> None:
     r = env.client.post(path(env, "predict_plot"), json=predict_body())
     assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content.startswith(PNG_MAGIC)
@@ -207,6 +226,10 @@ def test_job_events_stream_ends_for_a_finished_job(env: Any) -> None:
     ({"model": "no-such-model"}, 404, "model"),
     ({"model": "spring-hinn@7"}, 404, "model"),
     ({"integrator": "verlet"}, 422, "integrator"),
+    ({"rtol": 1e-6}, 422, "rtol"),  # the model's own integrator is fixed-step
+    ({"integrator": "rk4", "atol": 1e-6}, 422, "atol"),
+    ({"integrator": "rk45", "rtol": 1e-20}, 422, "rtol"),  # below 100 ulp of float64
+    ({"integrator": "rk45", "atol": 0.0}, 422, "atol"),
     ({"extra": 1}, 422, "extra"),
 ])
 def test_predict_rejects_bad_input(env: Any, overrides: dict[str, Any], status: int, field: str) -> None:

@@ -230,6 +230,10 @@ def test_prediction_arrays_from_the_wire_format() -> None:
         pred = client.predict({"id": "m"}, q0=[1.0], p0=[0.0], times=np.array([0.0, 0.1]))
     assert sent[0] == {"model": "m", "times": [0.0, 0.1], "initial_conditions": [{"q": [1.0], "p": [0.0]}]}
     assert pred.q.shape == (1, 2, 1) and pred.H is not None and pred.H.shape == (1, 2) and pred.H_true is None
+    with _mock(handler) as client:
+        client.predict("m", q0=[1.0], p0=[0.0], t_end=0.1, dt=0.1, integrator="rk45", rtol=1e-8, atol=1e-10)
+    assert sent[1] == {"model": "m", "t_end": 0.1, "dt": 0.1, "integrator": "rk45", "rtol": 1e-8, "atol": 1e-10,
+                       "initial_conditions": [{"q": [1.0], "p": [0.0]}]}
 
 
 def test_prediction_is_requested_as_npz_and_read_without_pickles() -> None:

@@ -146,6 +146,19 @@ def test_predict_rejects_mixed_time_options(model_file) -> None:
         main(["predict", model_file, "--q", "1", "--p", "0", "--times", "0", "1", "--t-end", "2", "--dt", "0.1"])
 
 
+def test_predict_adaptive_rk45_with_tolerances(model_file, capsys) -> None:
+    args = ["predict", model_file, "--q", "0.5", "--p", "0.0", "--t-end", "1.0", "--dt", "0.1"]
+    assert main([*args, "--integrator", "rk4"]) == 0
+    fixed = json.loads(capsys.readouterr().out)
+    assert main([*args, "--integrator", "rk45", "--rtol", "1e-10", "--atol", "1e-10"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["integrator"] == "rk45" and len(doc["times"]) == 11
+    q, q_fixed = np.array(doc["trajectories"][0]["q"]), np.array(fixed["trajectories"][0]["q"])
+    assert np.abs(q - q_fixed).max() < 1e-4  # RK4 at dt 0.1 against an accurate solution
+    assert main([*args, "--rtol", "1e-6"]) == 1  # tolerances with a fixed-step integrator
+    assert "rtol" in capsys.readouterr().err
+
+
 def test_predict_with_the_wrong_dimension_names_the_field(model_file, capsys) -> None:
     assert main(["predict", model_file, "--q", "1", "2", "--p", "0", "0", "--t-end", "1", "--dt", "0.1"]) == 1
     assert "initial_conditions.q" in capsys.readouterr().err
