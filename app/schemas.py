@@ -261,6 +261,7 @@ class PredictedTrajectory(BaseModel):
     p: list[list[float]]
     H: list[float] | None = Field(None, description="learned H (null for the mlp baseline)")
     H_true: list[float] | None = Field(None, description="true H; only for models of built-in systems")
+    evaluations: int | None = Field(None, description="rk45 only: the field evaluations this trajectory took")
 
 
 class PredictResponse(BaseModel):

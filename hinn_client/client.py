@@ -70,7 +70,8 @@ class JobFailed(HinnError):
 
 @dataclass
 class Prediction:
-    """A rollout: ``times (T+1,)``, ``q``/``p (B, T+1, n)``, ``H``/``H_true (B, T+1)`` or None."""
+    """A rollout: ``times (T+1,)``, ``q``/``p (B, T+1, n)``, ``H``/``H_true (B, T+1)`` or None;
+    ``evaluations (B,)``: the field evaluations per trajectory of an adaptive ``rk45`` rollout."""
 
     model: dict[str, Any]
     integrator: str
@@ -79,6 +80,7 @@ class Prediction:
     p: np.ndarray
     H: np.ndarray | None
     H_true: np.ndarray | None
+    evaluations: np.ndarray | None = None
 
     @classmethod
     def from_npz(cls, content: bytes) -> Prediction:
@@ -86,7 +88,8 @@ class Prediction:
         with np.load(io.BytesIO(content), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         return cls(model=json.loads(str(arrays["model"])), integrator=str(arrays["integrator"]),
-                   times=arrays["times"], q=arrays["q"], p=arrays["p"], H=arrays.get("H"), H_true=arrays.get("H_true"))
+                   times=arrays["times"], q=arrays["q"], p=arrays["p"], H=arrays.get("H"), H_true=arrays.get("H_true"),
+                   evaluations=arrays.get("evaluations"))
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Prediction:
@@ -100,8 +103,10 @@ class Prediction:
 
         q, p = stack("q"), stack("p")
         assert q is not None and p is not None
+        evals = [tr.get("evaluations") for tr in trajectories]
         return cls(model=body["model"], integrator=body.get("integrator", ""),
-                   times=np.asarray(body["times"], dtype=np.float64), q=q, p=p, H=stack("H"), H_true=stack("H_true"))
+                   times=np.asarray(body["times"], dtype=np.float64), q=q, p=p, H=stack("H"), H_true=stack("H_true"),
+                   evaluations=None if any(e is None for e in evals) else np.asarray(evals, dtype=np.int64))
 
 
 def _ref(obj: str | dict[str, Any]) -> str:

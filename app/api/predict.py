@@ -157,10 +157,12 @@ baseline), H_true the generating system's (built-in systems only).
 
 **Response formats** (content negotiation on `Accept`):
 
-- `application/json` (default): `{{model, integrator, times, trajectories: [{{q, p, H, H_true}}]}}`.
+- `application/json` (default): `{{model, integrator, times, trajectories: [{{q, p, H, H_true, evaluations}}]}}`
+  (`evaluations`, the field evaluations taken: rk45 only).
 - `{NPZ}` (alias `application/x-npy`): a NumPy `.npz` archive — 8 bytes per number instead of
   ~20 characters, no parsing — with arrays `times (T+1,)`, `q`, `p (B, T+1, dof)`, `H (B, T+1)`
-  (absent for mlp models), `H_true (B, T+1)` (built-in systems only) and 0-d strings `model`
+  (absent for mlp models), `H_true (B, T+1)` (built-in systems only), `evaluations (B,)` (int64, rk45
+  only) and 0-d strings `model`
   (JSON of the model reference) and `integrator`. Add `;dtype=float32` to halve it. Read it with
   `numpy.load(io.BytesIO(body))`.
 
@@ -180,7 +182,8 @@ def npz_body(out: Rollout, dtype: Any) -> bytes:
     pred = out.prediction
     arrays = {"times": pred.times, "q": pred.q, "p": pred.p, "H": pred.H, "H_true": pred.H_true}
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v, dtype=dtype) for k, v in arrays.items() if v is not None},
+    extra = {} if pred.evaluations is None else {"evaluations": np.asarray(pred.evaluations, dtype=np.int64)}
+    np.savez(buf, **{k: np.asarray(v, dtype=dtype) for k, v in arrays.items() if v is not None}, **extra,
              model=np.array(json.dumps(out.ref)), integrator=np.array(out.integrator))
     return buf.getvalue()
 
@@ -193,6 +196,8 @@ def json_body(out: Rollout) -> bytes:
         item: dict[str, Any] = {"q": pred.q[i], "p": pred.p[i], "H": pred.H[i] if pred.H is not None else None}
         if pred.H_true is not None:
             item["H_true"] = pred.H_true[i]
+        if pred.evaluations is not None:
+            item["evaluations"] = int(pred.evaluations[i])
         trajectories.append(item)
     payload = {"model": out.ref, "integrator": out.integrator, "times": pred.times, "trajectories": trajectories}
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)

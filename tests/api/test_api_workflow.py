@@ -177,6 +177,13 @@ def test_predict_adaptive_rk45(env: Any) -> None:
     loose = env.client.post(path(env, "predict"), json=predict_body(integrator="rk45", rtol=1e-3, atol=1e-3)).json()
     loose_q = np.array(loose["trajectories"][0]["q"])
     assert 0 < np.abs(loose_q - np.array(traj["q"])).max() < 1e-2  # other steps, still close
+    assert 0 < loose["trajectories"][0]["evaluations"] < traj["evaluations"]  # looser: fewer evaluations
+    assert "evaluations" not in fine["trajectories"][0]  # fixed-step rollouts have none to report
+    npz = env.client.post(path(env, "predict"), json=predict_body(integrator="rk45", rtol=1e-10, atol=1e-10),
+                          headers={"Accept": "application/vnd.hinn.npz"})
+    with np.load(io.BytesIO(npz.content), allow_pickle=False) as z:
+        assert z["evaluations"].tolist() == [traj["evaluations"]] and z["evaluations"].dtype == np.int64
+        np.testing.assert_array_equal(z["q"][0], np.array(traj["q"]))
 
 
 def test_plots_are_png(env: Any) -> None:

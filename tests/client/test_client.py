@@ -234,6 +234,10 @@ def test_prediction_arrays_from_the_wire_format() -> None:
         client.predict("m", q0=[1.0], p0=[0.0], t_end=0.1, dt=0.1, integrator="rk45", rtol=1e-8, atol=1e-10)
     assert sent[1] == {"model": "m", "t_end": 0.1, "dt": 0.1, "integrator": "rk45", "rtol": 1e-8, "atol": 1e-10,
                        "initial_conditions": [{"q": [1.0], "p": [0.0]}]}
+    assert pred.evaluations is None  # a fixed-step answer reports none
+    body["trajectories"][0]["evaluations"] = 44
+    with _mock(handler) as client:
+        assert client.predict("m", q0=[1.0], p0=[0.0], t_end=0.1, dt=0.1).evaluations.tolist() == [44]
 
 
 def test_prediction_is_requested_as_npz_and_read_without_pickles() -> None:
