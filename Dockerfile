@@ -23,7 +23,7 @@ COPY pyproject.toml README.md ./
 COPY hinn_core ./hinn_core
 COPY app ./app
 RUN pip install . && hinn --help > /dev/null
-# compile the prediction and training kernels into numba's cache now (~2.6 min) rather than on first use;
+# compile the prediction and training kernels into numba's cache now (~3 min) rather than on first use;
 # the cache directory must stay writable for numba to use it
 RUN python -m hinn_core.fastpath && chown -R hinn:hinn /var/cache/hinn-numba
 

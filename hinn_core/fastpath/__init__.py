@@ -107,7 +107,7 @@ def available() -> bool:
     return _k is not None
 
 
-# Compiling the kernels takes 4-9 min of one core (about a minute per kernel and dtype on a Zen 4,
+# Compiling the kernels takes 5-10 min of one core (about a minute per kernel and dtype on a Zen 4,
 # twice that on a Zen 3; `python -m hinn_core.fastpath` spreads them over processes). numba caches
 # them on disk (`cache=True`: beside the sources, or under NUMBA_CACHE_DIR), after which loading
 # takes under a second. `warm` does it for every architecture and dtype; `hinn serve` runs it in
