@@ -7,6 +7,7 @@
     print(evaluate(result.model, test_set))
 """
 
+from hinn_core.adaptive import Tolerances
 from hinn_core.artifacts import (
     LoadedModel,
     build_metadata,
@@ -40,7 +41,7 @@ __all__ = [
     "ARCHITECTURES", "DEFAULT_ACTIVATION", "DEFAULT_INTEGRATOR", "INTEGRATORS", "SYSTEMS",
     "ArtifactError", "ConfigError", "DataError", "DataLimitError", "DynamicsModel", "HinnError", "IntegrationError",
     "LoadedModel", "ModelSpec", "Prediction", "System", "TrainConfig", "TrainResult", "Trajectory",
-    "TrajectoryDataset", "TrainingCancelled", "TrainingDiverged",
+    "Tolerances", "TrajectoryDataset", "TrainingCancelled", "TrainingDiverged",
     "build_metadata", "evaluate", "generate_dataset", "get_integrator", "integrate", "load_dataset",
     "load_model", "make_system", "make_time_grid", "model_from_bytes", "model_to_bytes", "predict",
     "rollout_errors", "save_dataset", "save_model", "train",

@@ -2,8 +2,9 @@
 
 Run once after installing (``make install`` and the Docker image do) so that the first prediction
 does not pay the compilation: about a minute of one core per kernel and dtype (`KERNELS` × float64,
-float32; the adaptive kernel about 20 s), so 5-10 min in one process. ``--jobs`` (default: `default_jobs`) compiles them in that
-many processes at once, then loads them all here to check the cache is complete.
+float32; the adaptive kernel about 20 s), so 5-10 min in one process. ``--jobs`` (default:
+`default_jobs`) compiles them in that many processes at once, then loads them all here to check
+the cache is complete.
 
 The processes share numba's cache safely because `hinn_core.fastpath` locks its saves
 (`hinn_core.fastpath.cachelock`); where that lock is not installed (no ``fcntl``, a numba without
