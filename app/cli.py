@@ -163,8 +163,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--times", type=float, nargs="+", help="explicit output times (variable steps)")
     p.add_argument("--integrator", choices=[*sorted(INTEGRATORS), "rk45"],
                    help="override the model's integrator; rk45 = adaptive Dormand-Prince (--rtol/--atol)")
-    p.add_argument("--rtol", type=float, default=None, help="rk45's relative tolerance (default 1e-9)")
-    p.add_argument("--atol", type=float, default=None, help="rk45's absolute tolerance (default 1e-9)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="rk45's relative tolerance (default 1e-9; 1e-4 for float32 models)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="rk45's absolute tolerance (default 1e-9; 1e-6 for float32 models)")
     p.add_argument("--format", choices=["json", "csv"], default="json")
     p.add_argument("--output", type=Path, help="write to this file instead of stdout")
     p.add_argument("--png", type=Path, help="also write a plot: trajectories, phase portrait, energy")
@@ -222,10 +224,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     system = make_system(source["system"], source.get("parameters")) if source.get("system") else None
     tolerances = None
     if args.rtol is not None or args.atol is not None:
-        from hinn_core.adaptive import DEFAULT_TOLERANCES, Tolerances
+        from hinn_core.adaptive import Tolerances, default_tolerances
 
-        tolerances = Tolerances(rtol=DEFAULT_TOLERANCES.rtol if args.rtol is None else args.rtol,
-                                atol=DEFAULT_TOLERANCES.atol if args.atol is None else args.atol)
+        defaults = default_tolerances(loaded.model.dtype)
+        tolerances = Tolerances(rtol=defaults.rtol if args.rtol is None else args.rtol,
+                                atol=defaults.atol if args.atol is None else args.atol)
     pred = predict(loaded.model, q0, p0, times, integrator=args.integrator, system=system, tolerances=tolerances)
     if args.format == "csv":
         text = prediction_csv(pred.times, pred.q, pred.p, pred.H, pred.H_true)

@@ -246,8 +246,10 @@ class PredictRequest(RequestModel):
         None, description="override the model's integrator: a fixed-step scheme (one step per output "
         "interval), or 'rk45', adaptive Dormand–Prince with error control (rtol/atol; steps as the "
         "tolerances need, outputs from its dense output; the HNN reference's solver)")
-    rtol: float | None = Field(None, gt=0, lt=1, description="rk45 only: relative tolerance (default 1e-9)")
-    atol: float | None = Field(None, gt=0, description="rk45 only: absolute tolerance (default 1e-9)")
+    rtol: float | None = Field(None, gt=0, lt=1,
+                               description="rk45 only: relative tolerance (default 1e-9; 1e-4 for float32 models)")
+    atol: float | None = Field(None, gt=0,
+                               description="rk45 only: absolute tolerance (default 1e-9; 1e-6 for float32 models)")
 
 
 class ModelRef(BaseModel):

@@ -377,7 +377,8 @@ class Client:
                 dt: float | None = None, times: ArrayLike = None, integrator: str | None = None,
                 rtol: float | None = None, atol: float | None = None) -> Prediction:
         """Roll ``model`` out from ``q0``, ``p0`` ((n,) for one start or (B, n)) on ``t_end``/``dt`` or ``times``.
-        ``integrator="rk45"`` integrates adaptively under ``rtol``/``atol`` (the server's defaults: 1e-9)."""
+        ``integrator="rk45"`` integrates adaptively under ``rtol``/``atol`` (the server's defaults: 1e-9;
+        1e-4/1e-6 for float32 models)."""
         q = np.atleast_2d(np.asarray(q0, dtype=np.float64))
         p = np.atleast_2d(np.asarray(p0, dtype=np.float64))
         if q.shape != p.shape or q.ndim != 2:

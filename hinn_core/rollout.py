@@ -139,7 +139,8 @@ def predict(
 
     ``integrator``: a fixed-step scheme (one step per interval of ``times``; default the model's
     own) or ``"rk45"``, adaptive Dormand–Prince with error control ``tolerances`` (`hinn_core.adaptive`:
-    as many steps as the tolerances need, the requested times from its dense output).
+    as many steps as the tolerances need, the requested times from its dense output; default
+    `adaptive.default_tolerances` of the model's dtype).
     ``engine``: ``"auto"`` uses the compiled kernel when it supports the model and integrator,
     else torch; ``"numba"`` insists on the kernel (`ConfigError` where it cannot run);
     ``"torch"`` runs the reference path.
@@ -151,7 +152,7 @@ def predict(
     is_adaptive = integrator == adaptive.NAME
     if tolerances is not None and not is_adaptive:
         raise ConfigError(f"tolerances apply to integrator '{adaptive.NAME}' only", field="rtol")
-    tol = (tolerances or adaptive.DEFAULT_TOLERANCES).checked(model.dtype) if is_adaptive else None
+    tol = (tolerances or adaptive.default_tolerances(model.dtype)).checked(model.dtype) if is_adaptive else None
     if isinstance(integrator, str) and not is_adaptive:
         if integrator not in INTEGRATORS:
             raise ConfigError(f"unknown integrator '{integrator}'; choose one of {list(PREDICT_INTEGRATORS)}",

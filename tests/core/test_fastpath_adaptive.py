@@ -118,12 +118,16 @@ def test_predict_runs_rk45_on_both_engines() -> None:
     assert info.value.field == "integrator" and PREDICT_INTEGRATORS[-1] == "rk45"
 
 
-def test_float32_model_refuses_tolerances_it_cannot_resolve() -> None:
+def test_float32_models_get_resolvable_defaults_and_refuse_finer_tolerances() -> None:
     from hinn_core.errors import DataError
 
     model = _model("hinn", dtype=F32)
     q0, p0, times = _inputs(1)
+    pred = predict(model, q0, p0, times, integrator="rk45")  # defaults 1e-4 / 1e-6: within float32's reach
+    ref = predict(model, q0, p0, times, integrator="rk45", tolerances=Tolerances(rtol=1e-4, atol=1e-6))
+    np.testing.assert_array_equal(pred.q, ref.q)
     with pytest.raises(DataError) as info:
-        predict(model, q0, p0, times, integrator="rk45")  # the default rtol 1e-9 is below float32's 100 ulp
+        predict(model, q0, p0, times, integrator="rk45", tolerances=Tolerances(rtol=1e-9))  # < 100 ulp of float32
     assert info.value.field == "rtol"
-    assert F64 != F32
+    tight = predict(_model("hinn", dtype=F64), q0, p0, times, integrator="rk45")
+    assert (tight.evaluations > pred.evaluations).all()  # float64's default is the tighter 1e-9
