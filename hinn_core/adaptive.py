@@ -94,6 +94,24 @@ def field_of(dyn: Dynamics, dof: int) -> Callable[[Tensor], Tensor]:
     return rates
 
 
+#: why a trajectory stopped (the compiled kernel returns the same codes)
+NONFINITE, TOO_SMALL_STEP, TOO_MANY_STEPS = 3, 1, 2
+
+
+def failure(code: int, t: float, i: int, tol: Tolerances) -> IntegrationError:
+    """The error for trajectory ``i`` stopped at time ``t`` (one wording for both engines)."""
+    if code == NONFINITE:
+        why = ("the field is not finite at t = {t:.6g} (trajectory {i}); the state left the region the model "
+               "can evaluate")
+    elif code == TOO_SMALL_STEP:
+        why = ("the step size fell below the floating-point spacing at t = {t:.6g} (trajectory {i}); the learned "
+               "field may be singular or blowing up there")
+    else:
+        why = ("trajectory {i} needed more than {n} steps by t = {t:.6g}; raise rtol/atol or use a fixed-step "
+               "integrator")
+    return IntegrationError(f"{NAME}: " + why.format(t=t, i=i, n=tol.max_steps))
+
+
 def _rms(x: Tensor) -> Tensor:
     """scipy's ``norm``: the RMS over the last axis."""
     return torch.linalg.vector_norm(x, dim=-1) / math.sqrt(x.shape[-1])
@@ -160,8 +178,7 @@ def rk45(rates: Callable[[Tensor], Tensor], x0: Tensor, times: np.ndarray, tol: 
         bad = ~torch.isfinite(h_abs[rows])  # NaN rates at y: scipy would step on with NaN for ever
         if bool(bad.any()):
             i = int(rows[bad][0])
-            raise IntegrationError(f"{NAME}: the field is not finite at t = {float(t[i]):.6g} (trajectory {i}); "
-                                   "the state left the region the model can evaluate")
+            raise failure(NONFINITE, float(t[i]), i, tol)
         min_step = 10 * (torch.nextafter(tr, inf) - tr).abs()
         # a new step starts at least 10 ulp of t long (a retry is never shorter: see too_small below)
         hr = torch.where(h_abs[rows] < min_step, min_step, h_abs[rows])
@@ -188,13 +205,10 @@ def rk45(rates: Callable[[Tensor], Tensor], x0: Tensor, times: np.ndarray, tol: 
         attempts[r_np] += 1
         if bool(too_small.any()):
             i = int(rej[too_small][0])
-            raise IntegrationError(f"{NAME}: the step size fell below the floating-point spacing at t = "
-                                   f"{float(t[i]):.6g} (trajectory {i}); the learned field may be singular or "
-                                   "blowing up there")
+            raise failure(TOO_SMALL_STEP, float(t[i]), i, tol)
         if (attempts[r_np] > tol.max_steps).any():
             i = int(r_np[np.argmax(attempts[r_np] > tol.max_steps)])
-            raise IntegrationError(f"{NAME}: trajectory {i} needed more than {tol.max_steps} steps by t = "
-                                   f"{float(t[i]):.6g}; raise rtol/atol or use a fixed-step integrator")
+            raise failure(TOO_MANY_STEPS, float(t[i]), i, tol)
         acc = rows[ok]
         if acc.numel() == 0:
             continue

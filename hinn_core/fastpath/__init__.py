@@ -433,15 +433,7 @@ def rollout_rk45(model: Any, q0: np.ndarray, p0: np.ndarray, times: np.ndarray,
     bad = np.nonzero(err)[0]
     if len(bad):
         i = int(bad[0])
-        if err[i] == _d.NONFINITE:
-            raise IntegrationError(f"{adaptive.NAME}: the field is not finite at t = {float(errt[i]):.6g} "
-                                   f"(trajectory {i}); the state left the region the model can evaluate")
-        if err[i] == _d.TOO_SMALL_STEP:
-            raise IntegrationError(f"{adaptive.NAME}: the step size fell below the floating-point spacing at t = "
-                                   f"{float(errt[i]):.6g} (trajectory {i}); the learned field may be singular or "
-                                   "blowing up there")
-        raise IntegrationError(f"{adaptive.NAME}: trajectory {i} needed more than {tol.max_steps} steps by t = "
-                               f"{float(errt[i]):.6g}; raise rtol/atol or use a fixed-step integrator")
+        raise adaptive.failure(int(err[i]), float(errt[i]), i, tol)
     return q, p, (H if packed.arch != 2 and energy else None), nfev
 
 

@@ -78,6 +78,15 @@ def test_threads_and_batches_give_identical_numbers() -> None:
     np.testing.assert_array_equal(single[0][0], one[0][5])
 
 
+def test_the_kernel_reports_the_references_failure_codes() -> None:
+    from hinn_core import adaptive
+    from hinn_core.fastpath import _adaptive
+
+    assert (_adaptive.NONFINITE, _adaptive.TOO_SMALL_STEP, _adaptive.TOO_MANY_STEPS) == (
+        adaptive.NONFINITE, adaptive.TOO_SMALL_STEP, adaptive.TOO_MANY_STEPS)
+    assert _adaptive.OK not in (adaptive.NONFINITE, adaptive.TOO_SMALL_STEP, adaptive.TOO_MANY_STEPS)
+
+
 def test_failures_give_the_reference_messages() -> None:
     model = _model("hinn")
     q0, p0, times = _inputs(2)
