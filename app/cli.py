@@ -224,11 +224,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     system = make_system(source["system"], source.get("parameters")) if source.get("system") else None
     tolerances = None
     if args.rtol is not None or args.atol is not None:
-        from hinn_core.adaptive import Tolerances, default_tolerances
+        from hinn_core.adaptive import tolerances_for
 
-        defaults = default_tolerances(loaded.model.dtype)
-        tolerances = Tolerances(rtol=defaults.rtol if args.rtol is None else args.rtol,
-                                atol=defaults.atol if args.atol is None else args.atol)
+        tolerances = tolerances_for(loaded.model.dtype, args.rtol, args.atol)
     pred = predict(loaded.model, q0, p0, times, integrator=args.integrator, system=system, tolerances=tolerances)
     if args.format == "csv":
         text = prediction_csv(pred.times, pred.q, pred.p, pred.H, pred.H_true)

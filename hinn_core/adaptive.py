@@ -15,6 +15,7 @@ where leapfrog and implicit midpoint keep it bounded.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,13 @@ def default_tolerances(dtype: torch.dtype) -> Tolerances:
     """The tolerances `predict` uses when none are given: 1e-9 in float64, 1e-4 / 1e-6 in float32
     (trained on a GPU, a model is float32)."""
     return DEFAULT_TOLERANCES if torch.finfo(dtype).eps < 1e-10 else FLOAT32_TOLERANCES
+
+
+def tolerances_for(dtype: torch.dtype, rtol: float | None = None, atol: float | None = None,
+                   max_steps: int | None = None) -> Tolerances:
+    """`default_tolerances` of ``dtype`` with what a caller gave (None: the default) in its place."""
+    given = {k: v for k, v in (("rtol", rtol), ("atol", atol), ("max_steps", max_steps)) if v is not None}
+    return dataclasses.replace(default_tolerances(dtype), **given)
 
 
 def field_of(dyn: Dynamics, dof: int) -> Callable[[Tensor], Tensor]:

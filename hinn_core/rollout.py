@@ -98,6 +98,8 @@ class Prediction:
             item["H"] = self.H[i].tolist() if self.H is not None else None
             if self.H_true is not None:
                 item["H_true"] = self.H_true[i].tolist()
+            if self.evaluations is not None:
+                item["evaluations"] = int(self.evaluations[i])
             out.append(item)
         return out
 
@@ -174,18 +176,15 @@ def predict(
         why = "numba is not installed" if fast is None else "it runs CPU models with the built-in integrators only"
         raise ConfigError(f"the compiled engine cannot run this prediction: {why}; use engine='auto'",
                           field="engine")
-    elif tol is not None:
-        kw = {"dtype": model.dtype, "device": model.device}
-        x0 = torch.cat([torch.as_tensor(q_np, **kw), torch.as_tensor(p_np, **kw)], dim=-1)
-        X, evaluations = adaptive.rk45(adaptive.field_of(model.dynamics(), model.dof), x0, times, tol)
-        n = model.dof
-        H = model.hamiltonian(X[..., :n].reshape(-1, n), X[..., n:].reshape(-1, n))
-        q_out, p_out = X[..., :n].double().cpu().numpy(), X[..., n:].double().cpu().numpy()
-        H_out = H.double().cpu().numpy().reshape(X.shape[:2]) if H is not None else None
     else:
         kw = {"dtype": model.dtype, "device": model.device}
-        q, p = model.rollout(torch.as_tensor(q_np, **kw), torch.as_tensor(p_np, **kw),
-                             torch.as_tensor(np.diff(times), **kw), integrator)
+        q0_t, p0_t = torch.as_tensor(q_np, **kw), torch.as_tensor(p_np, **kw)
+        if tol is not None:
+            X, evaluations = adaptive.rk45(adaptive.field_of(model.dynamics(), model.dof),
+                                           torch.cat([q0_t, p0_t], dim=-1), times, tol)
+            q, p = X[..., :model.dof], X[..., model.dof:]
+        else:
+            q, p = model.rollout(q0_t, p0_t, torch.as_tensor(np.diff(times), **kw), integrator)
         B, T1, n = q.shape
         H = model.hamiltonian(q.reshape(-1, n), p.reshape(-1, n))
         q_out = q.double().cpu().numpy()

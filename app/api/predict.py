@@ -125,9 +125,7 @@ def run(body: PredictRequest, db: Database, cache: ModelCache, settings: Setting
         # each trajectory may attempt as many steps as the request's share of HINN_MAX_STATE_STEPS
         # (at least one per output interval): the work stays within the fixed-step bound
         budget = max(len(times) - 1, settings.max_state_steps // len(body.initial_conditions))
-        defaults = adaptive.default_tolerances(model.dtype)
-        tolerances = adaptive.Tolerances(rtol=defaults.rtol if body.rtol is None else body.rtol,
-                                         atol=defaults.atol if body.atol is None else body.atol, max_steps=budget)
+        tolerances = adaptive.tolerances_for(model.dtype, body.rtol, body.atol, budget)
     else:
         for name in ("rtol", "atol"):
             if getattr(body, name) is not None:

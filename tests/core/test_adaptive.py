@@ -127,6 +127,14 @@ def test_tolerances_are_checked_against_the_dtype(tol: Tolerances, dtype: torch.
     assert exc.value.field == field
 
 
+def test_tolerances_for_fills_in_the_dtypes_defaults() -> None:
+    assert adaptive.tolerances_for(torch.float64) == adaptive.DEFAULT_TOLERANCES
+    assert adaptive.tolerances_for(torch.float32) == adaptive.FLOAT32_TOLERANCES
+    assert adaptive.tolerances_for(torch.float32, atol=1e-3, max_steps=7) == Tolerances(rtol=1e-4, atol=1e-3,
+                                                                                          max_steps=7)
+    assert adaptive.tolerances_for(torch.float64, rtol=1e-6) == Tolerances(rtol=1e-6, atol=1e-9)
+
+
 def test_float32_tolerances_at_its_resolution() -> None:
     tol = Tolerances(rtol=1e-4, atol=1e-6).checked(torch.float32)
     x0 = torch.tensor([[1.0, 0.0]], dtype=torch.float32)

@@ -153,6 +153,7 @@ def test_predict_adaptive_rk45_with_tolerances(model_file, capsys) -> None:
     assert main([*args, "--integrator", "rk45", "--rtol", "1e-10", "--atol", "1e-10"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["integrator"] == "rk45" and len(doc["times"]) == 11
+    assert doc["trajectories"][0]["evaluations"] > 6 and "evaluations" not in fixed["trajectories"][0]
     q, q_fixed = np.array(doc["trajectories"][0]["q"]), np.array(fixed["trajectories"][0]["q"])
     assert np.abs(q - q_fixed).max() < 1e-4  # RK4 at dt 0.1 against an accurate solution
     assert main([*args, "--rtol", "1e-6"]) == 1  # tolerances with a fixed-step integrator
