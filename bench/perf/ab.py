@@ -1,6 +1,7 @@
 """The compiled prediction path of the working tree against a git revision's, in one process.
 
     python -m bench.perf.ab --base HEAD       # ~12 min on 2 cores the first time (compiles the base)
+    python -m bench.perf.ab --base HEAD --rk45   # integrator="rk45" (`fastpath.rollout_rk45`) instead
 
 The revision's `hinn_core` is exported (``git archive``) as the package ``hinn_core_base`` (its
 absolute imports renamed) into a cache directory keyed by the commit, so both versions' kernels
@@ -31,6 +32,7 @@ import torch
 
 from bench.perf.run import initial_states, make_model
 from hinn_core import fastpath
+from hinn_core.adaptive import Tolerances
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_PACKAGE = "hinn_core_base"
@@ -42,6 +44,9 @@ WORKLOADS = [("hinn-separable", "leapfrog", "d2w32", "float32"), ("hinn", "impli
              ("hinn", "implicit_midpoint", "d8w64", "float32")]
 #: (batch, steps, interleaved pairs)
 SHAPES = [(4096, 50, 15), (1, 1000, 41)]
+#: ``--rk45``: (architecture, size, dtype) and (batch, output times, interleaved pairs) over t ∈ [0, 20]
+RK45_WORKLOADS = [("hinn", "d2w32", "float64"), ("hinn", "d8w64", "float64"), ("hinn-separable", "d2w32", "float32")]
+RK45_SHAPES = [(1, 1000, 21), (64, 1000, 7), (1024, 1000, 3)]
 
 
 def export_base(rev: str, cache: Path | None = None) -> Path:
@@ -113,10 +118,48 @@ def compare(base: Any, workloads: list[tuple[str, str, str, str]], shapes: list[
     return rows
 
 
+def compare_rk45(base: Any, workloads: list[tuple[str, str, str]], shapes: list[tuple[int, int, int]]) -> list[dict]:
+    """As `compare`, for `fastpath.rollout_rk45` at the perf run's reference tolerances."""
+    from bench.perf.run import REFERENCE_TOLERANCES
+
+    base_fp = importlib.import_module(f"{base.__name__}.fastpath")
+    base_tol = importlib.import_module(f"{base.__name__}.adaptive").Tolerances
+    rows = []
+    for arch, size, dname in workloads:
+        model = make_model(arch, "rk4", size, getattr(torch, dname))
+        twin = base_twin(model, base)
+        tol = REFERENCE_TOLERANCES if dname == "float64" else Tolerances(rtol=1e-4, atol=1e-6)
+        btol = base_tol(rtol=tol.rtol, atol=tol.atol)
+        for batch, points, pairs in shapes:
+            q0, p0 = initial_states(batch, size)
+            times = np.linspace(0.0, 20.0, points + 1)
+            new = fastpath.rollout_rk45(model, q0, p0, times, tol)  # also compiles, untimed
+            old = base_fp.rollout_rk45(twin, q0, p0, times, btol)
+            diff = max(float(np.abs(a - b).max()) for a, b in zip(new[:3], old[:3], strict=True))
+            t_new, t_old = [], []
+            for _ in range(pairs):
+                t = time.perf_counter()
+                fastpath.rollout_rk45(model, q0, p0, times, tol)
+                t_new.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                base_fp.rollout_rk45(twin, q0, p0, times, btol)
+                t_old.append(time.perf_counter() - t)
+            row = {"size": size, "dtype": dname, "integrator": "rk45", "batch": batch, "steps": points,
+                   "new_ms": 1e3 * float(np.median(t_new)), "base_ms": 1e3 * float(np.median(t_old)),
+                   "paired": float(np.median(np.array(t_old) / np.array(t_new))), "diff": diff,
+                   "nfev": float(new[3].mean()), "same_nfev": bool((new[3] == old[3]).all())}
+            rows.append(row)
+            print(f"| {size} | {dname} | rk45, {row['nfev']:.0f} evaluations{'' if row['same_nfev'] else ' (differ)'} "
+                  f"| {batch} × {points} | {row['new_ms']:.2f} | {row['base_ms']:.2f} "
+                  f"| {row['base_ms'] / row['new_ms']:.2f}× | {row['paired']:.2f}× | {diff:.1e} |", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", default="HEAD", help="git revision to compare the working tree against")
     ap.add_argument("--quick", action="store_true", help="two workloads, fewer pairs (a smoke run)")
+    ap.add_argument("--rk45", action="store_true", help="compare the adaptive rk45 prediction instead")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # as the latency paths run
     base = import_base(export_base(args.base))
@@ -126,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| size | dtype | integrator | batch × steps | working tree (ms) | base (ms) | ratio of medians "
           "| median paired ratio | max diff |")
     print("|---|---|---|---|---|---|---|---|---|")
-    compare(base, workloads, shapes)
+    if args.rk45:
+        compare_rk45(base, RK45_WORKLOADS[:1] if args.quick else RK45_WORKLOADS,
+                     [(1, 100, 3), (64, 100, 3)] if args.quick else RK45_SHAPES)
+    else:
+        compare(base, workloads, shapes)
     return 0
 
 

@@ -409,7 +409,9 @@ def rollout_rk45(model: Any, q0: np.ndarray, p0: np.ndarray, times: np.ndarray,
     """`hinn_core.adaptive.rk45` compiled: ``q, p: (B, T+1, dof)`` at ``times`` from ``q0, p0: (B, dof)``,
     the learned ``H: (B, T+1)`` (None for the vector field or with ``energy=False``) and the field
     evaluations per trajectory ``(B,)``. Each trajectory has its own step-size control, as in the
-    reference; ``parallel`` (default: B ≥ `PARALLEL_MIN_BATCH`) spreads them over threads."""
+    reference; blocks of up to 64 advance in lock step, one sweep of rows per stage (rows agree with
+    a trajectory computed alone to round-off); ``parallel`` (default: B ≥ `PARALLEL_MIN_BATCH`)
+    spreads the blocks over threads."""
     if not supports_adaptive(model):
         raise ValueError("the compiled rollout does not support this model; use the torch path")
     packed = pack(model)
@@ -425,10 +427,11 @@ def rollout_rk45(model: Any, q0: np.ndarray, p0: np.ndarray, times: np.ndarray,
     err = np.zeros(B, np.int64)
     errt = np.zeros(B, dt)
     nfev = np.zeros(B, np.int64)
-    cfg = np.array([packed.arch, packed.act, n, int(energy), tol.max_steps], dtype=np.int64)
+    block = min(64, B)  # as the explicit fixed-step kernels; a block's trajectories share each sweep
+    cfg = np.array([packed.arch, packed.act, n, int(energy), tol.max_steps, block], dtype=np.int64)
     par = np.array([packed.par[0], packed.par[1], tol.rtol, tol.atol], dtype=dt)
     args = (packed.net, packed.nrm, cfg, par, _tableau(dt), x0, times, q, p, H)
-    _run_blocks(_d.rk45, args, B, B >= PARALLEL_MIN_BATCH if parallel is None else parallel,
+    _run_blocks(_d.rk45, args, -(-B // block), B >= PARALLEL_MIN_BATCH if parallel is None else parallel,
                 lambda _: (err, errt, nfev))
     bad = np.nonzero(err)[0]
     if len(bad):
