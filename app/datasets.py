@@ -39,7 +39,12 @@ def check_limits(ds_n_trajectories: int, n_points: int, settings: Settings) -> N
 def parse_upload(data: bytes, filename: str, settings: Settings) -> TrajectoryDataset:
     """Parse an uploaded file; an NPZ that declares more than the limits is refused (413 naming the
     bound and the array) before any of its arrays is decompressed, a CSV as soon as it has read
-    more rows or trajectory ids than the limits allow."""
+    more rows or trajectory ids than the limits allow, a JSON file over HINN_MAX_JSON_BODY_BYTES
+    before it is parsed (parsed JSON takes ~10× its size)."""
+    if filename.lower().endswith(".json") and len(data) > settings.max_json_body_bytes:
+        raise TooLarge(f"the JSON file ({len(data)} bytes) exceeds the limit of {settings.max_json_body_bytes} bytes "
+                       "for JSON (HINN_MAX_JSON_BODY_BYTES; parsed JSON takes ~10× its size in memory): send large "
+                       "datasets as NPZ or CSV", field="file")
     try:
         return dataset_from_bytes(data, filename, max_points=settings.max_dataset_points,
                                   max_bytes=NPZ_BYTES_PER_BODY_BYTE * settings.max_body_bytes,

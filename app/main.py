@@ -45,20 +45,33 @@ class SchemaNotAtHead(RuntimeError):
     """The database schema is behind (or ahead of) this code and migrating was not allowed."""
 
 
+def is_json_media_type(content_type: bytes) -> bool:
+    """``application/json`` or a ``+json`` type (parameters such as ``charset`` ignored)."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media.endswith(b"+json")
+
+
 class BodySizeLimit:
-    """Pure ASGI: reject bodies over ``max_bytes`` with a 413 problem, by Content-Length or while streaming.
+    """Pure ASGI: reject bodies over ``max_bytes`` (JSON bodies: over ``max_json_bytes``) with a 413
+    problem, by Content-Length or while streaming.
 
     A declared length over the limit is refused before a byte is read; a chunked or lying client is
     stopped when the running total passes the limit (raised as an `HTTPProblem`, which FastAPI's body
     parsing re-raises unchanged, so the normal problem handler answers).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_json_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_bytes = min(max_bytes, max_json_bytes if max_json_bytes is not None else max_bytes)
 
-    def _too_large(self, size: int | None) -> problems.HTTPProblem:
+    def _too_large(self, size: int | None, json_body: bool) -> problems.HTTPProblem:
         got = f"{size} bytes" if size is not None else "more bytes"
+        if json_body and self.max_json_bytes < self.max_bytes:
+            return problems.HTTPProblem(
+                413, f"the JSON request body ({got}) exceeds the limit of {self.max_json_bytes} bytes for JSON "
+                     "(HINN_MAX_JSON_BODY_BYTES; parsed JSON takes ~10× its size in memory): send large datasets "
+                     "as an NPZ or CSV file to POST /datasets/upload", field="body")
         return problems.HTTPProblem(413, f"the request body ({got}) exceeds the limit of {self.max_bytes} bytes "
                                          "(HINN_MAX_BODY_BYTES)", field="body")
 
@@ -66,14 +79,17 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        json_body = is_json_media_type(headers.get(b"content-type", b""))
+        limit = self.max_json_bytes if json_body else self.max_bytes
+        declared = headers.get(b"content-length")
         if declared is not None:
             try:
                 size: int | None = int(declared)
             except ValueError:
                 size = None
-            if size is not None and size > self.max_bytes:
-                exc = self._too_large(size)
+            if size is not None and size > limit:
+                exc = self._too_large(size, json_body)
                 response = problems.problem(413, exc.detail, instance=scope.get("path", ""), field="body",
                                             headers={"Connection": "close"})
                 await response(scope, receive, send)
@@ -86,8 +102,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 total += len(message.get("body", b""))
-                if total > self.max_bytes:
-                    raise self._too_large(None)
+                if total > limit:
+                    raise self._too_large(None, json_body)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -140,7 +156,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool | None =
     app.state.metrics = metrics.Metrics(lambda: getattr(app.state, "db", None))
     problems.install(app)
     _document_problems(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, max_json_bytes=settings.max_json_body_bytes)
     if settings.cors_origins:  # added last: outermost, so even 413s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match"],

@@ -241,7 +241,8 @@ def document_problems(schema: dict[str, Any], write_methods: Iterable[str] = ("p
             responses = op.setdefault("responses", {})
             if method in write_methods:
                 responses.setdefault("401", {"description": "missing or invalid API key (when HINN_API_KEYS is set)"})
-                responses.setdefault("413", {"description": "request body over HINN_MAX_BODY_BYTES"})
+                responses.setdefault("413", {"description": "request body over HINN_MAX_BODY_BYTES "
+                                                            "(JSON: over HINN_MAX_JSON_BODY_BYTES)"})
             if "requestBody" in op:
                 responses.setdefault("400", {"description": "the body could not be parsed (not JSON or form data)"})
             for code, response in responses.items():

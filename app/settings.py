@@ -35,6 +35,9 @@ class Settings(BaseSettings):
 
     # limits (413/422 beyond them)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_json_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description=(
+        "JSON bodies and .json uploads, within max_body_bytes: parsed JSON holds ~10× its text in memory, "
+        "so larger data goes as NPZ or CSV"))
     max_trajectories: int = Field(10_000, ge=1, description="trajectories per dataset")
     max_dataset_points: int = Field(2_000_000, ge=1, description="time points per dataset (all trajectories)")
     max_initial_conditions: int = Field(4096, ge=1, description="initial conditions per /predict request")

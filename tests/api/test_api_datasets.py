@@ -179,6 +179,52 @@ def test_npz_declaring_too_much_is_413_before_it_is_decompressed(build: Callable
     assert r.status_code == 201 and r.json()["n_points"] == 18, r.text
 
 
+def test_json_has_its_own_lower_limit_and_points_to_npz(build: Callable[..., TestClient]) -> None:
+    """Parsed JSON takes ~10× its text in memory, so JSON bodies and .json files stop at
+    HINN_MAX_JSON_BODY_BYTES while the same data as NPZ or CSV may use all of HINN_MAX_BODY_BYTES."""
+    client = build(max_body_bytes=64 * 1024, max_json_body_bytes=4096)
+    ds = generate_dataset("spring", 2, 4.0, 0.05, seed=3)  # 2 × 81 points
+    doc = dataset_to_json(ds)
+    body = {"name": "inline", "trajectories": doc["trajectories"]}
+    text = json.dumps(body).encode()
+    assert 4096 < len(text) < 64 * 1024
+    problem = assert_problem(client.post(url(client, "create_dataset"), json=body), 413, "body")
+    assert "limit of 4096 bytes for JSON" in problem["detail"] and "HINN_MAX_JSON_BODY_BYTES" in problem["detail"]
+    assert "POST /datasets/upload" in problem["detail"]
+    for ctype in ("application/json; charset=utf-8", "Application/JSON"):
+        r = client.post(url(client, "create_dataset"), content=text, headers={"Content-Type": ctype})
+        assert_problem(r, 413, "body")
+
+    def chunks():  # no Content-Length: the JSON limit holds on the streamed bytes too
+        for i in range(0, len(text), 512):
+            yield text[i:i + 512]
+
+    r = client.post(url(client, "create_dataset"), content=chunks(), headers={"Content-Type": "application/json"})
+    assert "HINN_MAX_JSON_BODY_BYTES" in assert_problem(r, 413, "body")["detail"]
+    as_file = json.dumps(doc).encode()
+    r = client.post(url(client, "upload_dataset"), files={"file": ("run.json", as_file, "application/json")})
+    problem = assert_problem(r, 413, "file")
+    assert f"({len(as_file)} bytes)" in problem["detail"] and "HINN_MAX_JSON_BODY_BYTES" in problem["detail"]
+    assert n_datasets(client) == 0
+    for name, data in (("run.npz", dataset_to_npz_bytes(ds)), ("run.csv", dataset_to_csv_text(ds).encode())):
+        r = client.post(url(client, "upload_dataset"), files={"file": (name, data)})  # the same data, not JSON
+        assert r.status_code == 201 and r.json()["n_points"] == 162, r.text
+    small = {"name": "small", "trajectories": [{k: v[:5] for k, v in tr.items()} for tr in doc["trajectories"]]}
+    r = client.post(url(client, "create_dataset"), json=small)
+    assert r.status_code == 201 and r.json()["n_points"] == 10, r.text
+    assert n_datasets(client) == 3
+
+
+@pytest.mark.parametrize(("ctype", "is_json"), [(b"application/json", True), (b"application/json; charset=utf-8", True),
+                                                 (b"APPLICATION/JSON", True), (b"application/merge-patch+json", True),
+                                                 (b"multipart/form-data; boundary=x", False), (b"text/csv", False),
+                                                 (b"", False), (b"application/jsonl", False)])
+def test_json_media_types(ctype: bytes, is_json: bool) -> None:
+    from app.main import is_json_media_type
+
+    assert is_json_media_type(ctype) is is_json
+
+
 def test_body_over_the_limit_is_413(build: Callable[..., TestClient]) -> None:
     client = build(max_body_bytes=2048)
     body = {"name": "big", "trajectories": [{"t": [0.1 * k for k in range(200)], "q": [[1.0]] * 200,

@@ -124,6 +124,16 @@ def test_datasets_from_arrays_and_files_round_trip(hinn: Client, tmp_path: Path)
     p = -np.stack([np.sin(t), 0.5 * np.sin(t)])[..., None]
     from_arrays = hinn.create_dataset("arrays", t=t, q=q, p=p)
     assert (from_arrays["n_trajectories"], from_arrays["dof"], from_arrays["n_points"]) == (2, 1, 22)
+    assert from_arrays["name"] == "arrays" and from_arrays["source"]["format"] == "npz"  # sent as NPZ, not JSON
+    ragged = hinn.create_dataset("ragged", trajectories=[{"t": t, "q": q[0], "p": p[0]},
+                                                          {"t": [0.0, 0.1, 0.2], "q": [[1.0], [0.9], [0.8]],
+                                                           "p": [[0.0], [-0.1], [-0.2]]}])
+    assert (ragged["n_trajectories"], ragged["n_points"]) == (2, 14)
+    with pytest.raises(ValueError, match="trajectory 1 needs p"):
+        hinn.create_dataset("half", trajectories=[{"t": t, "q": q[0], "p": p[0]}, {"t": t, "q": q[0]}])
+    with pytest.raises(HinnAPIError) as info:  # the server's checks still name the array
+        hinn.create_dataset("bad-shape", trajectories=[{"t": t, "q": q[0, :5], "p": p[0, :5]}])
+    assert info.value.status == 422 and info.value.field == "q_0", info.value.problem
     path = tmp_path / "lab.npz"
     np.savez(path, t=t, q=q, p=p)
     uploaded = hinn.upload_dataset(path, name="lab")
