@@ -56,8 +56,8 @@ def test_render_shows_batched_rk45_against_rk4_and_reads_runs_without_it() -> No
             "date": "2026-11-29", "torch": "2.13.0", "numba": "0.68.1", "scipy": "1.17.1",
             "latency": [], "throughput": [], "training": [], "hessian": [], "http": []}
     assert "Batched `rk45`" not in render(base)  # a run from before the section: no table, no error
-    row = {"size": "d8w64", "batch": 1024, "rk45_ms": 400.0, "rk4_ms": 2400.0, "rk45_nfev": 105.3, "rk4_nfev": 4000,
-           "rk45_err": 2e-9, "rk4_err": 3e-7}
+    row = {"size": "d8w64", "batch": 1024, "method": "rk45", "setting": "rtol = atol = 1e-11", "ms": 400.0,
+           "nfev": 607.3, "err": 1e-9}
     text = render({**base, "adaptive": [row]})
     line = next(x for x in text.splitlines() if x.startswith("| d8w64 | 1024 |"))
-    assert line == "| d8w64 | 1024 | 400.00 | 105 | 2.0e-09 | 2400.00 | 4000 | 3.0e-07 | 6.0× |"
+    assert line == "| d8w64 | 1024 | rk45 | rtol = atol = 1e-11 | 400.00 | 607 | 1.0e-09 |"
