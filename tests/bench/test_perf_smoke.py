@@ -55,7 +55,7 @@ def test_render_shows_batched_rk45_against_rk4_and_reads_runs_without_it() -> No
     base = {"command": "python -m bench.perf.run", "machine": "x86_64", "cpu": "x", "cpus": 2, "load": 0.1,
             "date": "2026-11-29", "torch": "2.13.0", "numba": "0.68.1", "scipy": "1.17.1",
             "latency": [], "throughput": [], "training": [], "hessian": [], "http": []}
-    assert "Batched `rk45`" not in render(base)  # a run from before the section: no table, no error
+    assert "## Batched `rk45`" not in render(base)  # a run from before the section: no table, no error
     row = {"size": "d8w64", "batch": 1024, "method": "rk45", "setting": "rtol = atol = 1e-11", "ms": 400.0,
            "nfev": 607.3, "err": 1e-9}
     text = render({**base, "adaptive": [row]})
