@@ -123,6 +123,8 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
 def _npz(trajectories: Sequence[dict[str, Any]]) -> bytes:
     """Trajectories as the server's NPZ upload (``t_i``, ``q_i``, ``p_i`` per trajectory, float64): compact
     and exact, where a JSON body would take ~10× its size in the server's memory (and is capped lower)."""
+    if not trajectories:
+        raise ValueError("an upload needs at least one trajectory")
     arrays = {}
     for i, tr in enumerate(trajectories):
         extra = set(tr) - {"t", "q", "p"}

@@ -129,6 +129,8 @@ def test_datasets_from_arrays_and_files_round_trip(hinn: Client, tmp_path: Path)
                                                           {"t": [0.0, 0.1, 0.2], "q": [[1.0], [0.9], [0.8]],
                                                            "p": [[0.0], [-0.1], [-0.2]]}])
     assert (ragged["n_trajectories"], ragged["n_points"]) == (2, 14)
+    with pytest.raises(ValueError, match="at least one trajectory"):
+        hinn.create_dataset("none", trajectories=[])
     with pytest.raises(ValueError, match="trajectory 1 needs p"):
         hinn.create_dataset("half", trajectories=[{"t": t, "q": q[0], "p": p[0]}, {"t": t, "q": q[0]}])
     with pytest.raises(HinnAPIError) as info:  # the server's checks still name the array
