@@ -117,6 +117,8 @@ def check_initial_conditions(q0: Any, p0: Any, dof: int) -> tuple[np.ndarray, np
         if a.ndim != 2 or a.shape[1] != dof:
             raise DataError(f"must have {dof} component(s) (the model's dof), got shape {a.shape[1:]}",
                             field=f"initial_conditions.{name}")
+        if a.shape[0] == 0:
+            raise DataError("needs at least one initial condition", field=f"initial_conditions.{name}")
         if not np.isfinite(a).all():
             raise DataError("contains NaN or infinity", field=f"initial_conditions.{name}")
         arrays.append(a)

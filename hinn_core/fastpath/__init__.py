@@ -292,7 +292,7 @@ def _block_size(batch: int, packed: Packed, newton: bool = True) -> int:
     workspace stays in a core's cache. Explicit schemes: 64 rows (measured at batch 4096: 1.2–1.6×
     the throughput of 16). Newton's tangent workspace ``(L+2)·S·d·w`` is kept within 256 KiB (two-body
     size: 16 rows, larger blocks were slower; spring size: 64)."""
-    if batch == 1:
+    if batch <= 1:
         return 1
     if not newton:
         return min(64, batch)
@@ -427,7 +427,7 @@ def rollout_rk45(model: Any, q0: np.ndarray, p0: np.ndarray, times: np.ndarray,
     err = np.zeros(B, np.int64)
     errt = np.zeros(B, dt)
     nfev = np.zeros(B, np.int64)
-    block = min(64, B)  # as the explicit fixed-step kernels; a block's trajectories share each sweep
+    block = max(1, min(64, B))  # as the explicit fixed-step kernels; a block's trajectories share each sweep
     cfg = np.array([packed.arch, packed.act, n, int(energy), tol.max_steps, block], dtype=np.int64)
     par = np.array([packed.par[0], packed.par[1], tol.rtol, tol.atol], dtype=dt)
     args = (packed.net, packed.nrm, cfg, par, _tableau(dt), x0, times, q, p, H)

@@ -89,6 +89,16 @@ def test_threads_give_identical_numbers_and_lock_stepped_rows_match_lone_runs() 
             np.testing.assert_allclose(a[0], b[i], rtol=0, atol=1e-12)
 
 
+def test_an_empty_batch_gives_empty_arrays() -> None:
+    """No initial conditions: no blocks to run (`predict` refuses them first, naming the field)."""
+    model = _model("hinn")
+    empty = np.zeros((0, DOF))
+    q, p, H, nfev = fastpath.rollout_rk45(model, empty, empty, np.linspace(0.0, 1.0, 5))
+    assert q.shape == p.shape == (0, 5, DOF) and H is not None and H.shape == (0, 5) and nfev.shape == (0,)
+    q, p, H = fastpath.rollout(model, empty, empty, np.full(4, 0.1), "rk4")
+    assert q.shape == (0, 5, DOF) and H is not None and H.shape == (0, 5)
+
+
 def test_the_kernel_reports_the_references_failure_codes() -> None:
     from hinn_core import adaptive
     from hinn_core.fastpath import _adaptive

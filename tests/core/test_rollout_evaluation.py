@@ -45,7 +45,8 @@ def test_predict_batches_initial_conditions_and_reports_both_energies(trained_sp
 
 
 @pytest.mark.parametrize(("q", "p", "field"), [([1.0, 2.0], [0.0, 0.0], "initial_conditions.q"),
-                                              ([1.0], [float("nan")], "initial_conditions.p")])
+                                              ([1.0], [float("nan")], "initial_conditions.p"),
+                                              (np.zeros((0, 1)), np.zeros((0, 1)), "initial_conditions.q")])
 def test_predict_rejects_bad_initial_conditions(trained_spring, q, p, field) -> None:
     with pytest.raises(DataError) as info:
         predict(trained_spring.model, q, p, [0.0, 1.0])
