@@ -24,6 +24,8 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,27 @@ def base_twin(model: Any, base: Any) -> Any:
     return twin.eval()
 
 
+def interleaved(new: Callable[[], Any], old: Callable[[], Any], pairs: int) -> dict[str, float]:
+    """Time ``pairs`` alternating calls of ``new`` and ``old``: both medians (ms) and the median of the
+    paired ratios old / new."""
+    t_new, t_old = [], []
+    for _ in range(pairs):
+        t = time.perf_counter()
+        new()
+        t_new.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        old()
+        t_old.append(time.perf_counter() - t)
+    return {"new_ms": 1e3 * float(np.median(t_new)), "base_ms": 1e3 * float(np.median(t_old)),
+            "paired": float(np.median(np.array(t_old) / np.array(t_new)))}
+
+
+def _print_row(label: str, row: dict[str, Any]) -> None:
+    print(f"| {row['size']} | {row['dtype']} | {label} | {row['batch']} × {row['steps']} | {row['new_ms']:.2f} "
+          f"| {row['base_ms']:.2f} | {row['base_ms'] / row['new_ms']:.2f}× | {row['paired']:.2f}× "
+          f"| {row['diff']:.1e} |", flush=True)
+
+
 def compare(base: Any, workloads: list[tuple[str, str, str, str]], shapes: list[tuple[int, int, int]]) -> list[dict]:
     base_fp = importlib.import_module(f"{base.__name__}.fastpath")
     rows = []
@@ -98,23 +121,14 @@ def compare(base: Any, workloads: list[tuple[str, str, str, str]], shapes: list[
         for batch, steps, pairs in shapes:
             q0, p0 = initial_states(batch, size)
             h = np.full(steps, 0.1)
-            new = fastpath.rollout(model, q0, p0, h)  # also compiles, untimed
-            old = base_fp.rollout(twin, q0, p0, h)
+            run_new = partial(fastpath.rollout, model, q0, p0, h)
+            run_old = partial(base_fp.rollout, twin, q0, p0, h)
+            new, old = run_new(), run_old()  # also compiles, untimed
             diff = max(float(np.abs(a - b).max()) for a, b in zip(new, old, strict=True))
-            t_new, t_old = [], []
-            for _ in range(pairs):
-                t = time.perf_counter()
-                fastpath.rollout(model, q0, p0, h)
-                t_new.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                base_fp.rollout(twin, q0, p0, h)
-                t_old.append(time.perf_counter() - t)
             row = {"size": size, "dtype": dname, "integrator": integ, "batch": batch, "steps": steps,
-                   "new_ms": 1e3 * float(np.median(t_new)), "base_ms": 1e3 * float(np.median(t_old)),
-                   "paired": float(np.median(np.array(t_old) / np.array(t_new))), "diff": diff}
+                   **interleaved(run_new, run_old, pairs), "diff": diff}
             rows.append(row)
-            print(f"| {size} | {dname} | {integ} | {batch} × {steps} | {row['new_ms']:.2f} | {row['base_ms']:.2f} "
-                  f"| {row['base_ms'] / row['new_ms']:.2f}× | {row['paired']:.2f}× | {diff:.1e} |", flush=True)
+            _print_row(integ, row)
     return rows
 
 
@@ -133,25 +147,15 @@ def compare_rk45(base: Any, workloads: list[tuple[str, str, str]], shapes: list[
         for batch, points, pairs in shapes:
             q0, p0 = initial_states(batch, size)
             times = np.linspace(0.0, 20.0, points + 1)
-            new = fastpath.rollout_rk45(model, q0, p0, times, tol)  # also compiles, untimed
-            old = base_fp.rollout_rk45(twin, q0, p0, times, btol)
+            run_new = partial(fastpath.rollout_rk45, model, q0, p0, times, tol)
+            run_old = partial(base_fp.rollout_rk45, twin, q0, p0, times, btol)
+            new, old = run_new(), run_old()  # also compiles, untimed
             diff = max(float(np.abs(a - b).max()) for a, b in zip(new[:3], old[:3], strict=True))
-            t_new, t_old = [], []
-            for _ in range(pairs):
-                t = time.perf_counter()
-                fastpath.rollout_rk45(model, q0, p0, times, tol)
-                t_new.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                base_fp.rollout_rk45(twin, q0, p0, times, btol)
-                t_old.append(time.perf_counter() - t)
             row = {"size": size, "dtype": dname, "integrator": "rk45", "batch": batch, "steps": points,
-                   "new_ms": 1e3 * float(np.median(t_new)), "base_ms": 1e3 * float(np.median(t_old)),
-                   "paired": float(np.median(np.array(t_old) / np.array(t_new))), "diff": diff,
+                   **interleaved(run_new, run_old, pairs), "diff": diff,
                    "nfev": float(new[3].mean()), "same_nfev": bool((new[3] == old[3]).all())}
             rows.append(row)
-            print(f"| {size} | {dname} | rk45, {row['nfev']:.0f} evaluations{'' if row['same_nfev'] else ' (differ)'} "
-                  f"| {batch} × {points} | {row['new_ms']:.2f} | {row['base_ms']:.2f} "
-                  f"| {row['base_ms'] / row['new_ms']:.2f}× | {row['paired']:.2f}× | {diff:.1e} |", flush=True)
+            _print_row(f"rk45, {row['nfev']:.0f} evaluations{'' if row['same_nfev'] else ' (differ)'}", row)
     return rows
 
 

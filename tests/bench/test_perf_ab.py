@@ -4,6 +4,7 @@ working tree's, with models rebuilt from its classes that compute the same traje
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,20 @@ def test_the_twin_has_the_base_classes_and_the_same_trajectory(base, arch, integ
     with torch.no_grad():  # a different model would not pass the comparison above
         next(model.parameters()).add_(0.1)
         assert not torch.equal(model.rollout(q0, p0, h)[0], twin.rollout(q0, p0, h)[0])
+
+
+def test_interleaved_alternates_the_calls_and_pairs_their_times() -> None:
+    from bench.perf.ab import interleaved
+
+    calls: list[str] = []
+
+    def new() -> None:
+        calls.append("new")
+
+    def old() -> None:
+        calls.append("old")
+        time.sleep(0.002)
+
+    row = interleaved(new, old, 3)
+    assert calls == ["new", "old"] * 3
+    assert row["base_ms"] >= 2.0 > row["new_ms"] and row["paired"] > 1.0
