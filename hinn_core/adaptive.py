@@ -47,7 +47,6 @@ P = ((1.0, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 112
      (0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423))
 SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
 ERROR_EXPONENT = -1 / 5  # the error estimate is 4th order
-STAGES = 7
 
 
 @dataclass(frozen=True)
@@ -138,6 +137,11 @@ def initial_step(rates: Callable[[Tensor], Tensor], y0: Tensor, f0: Tensor, span
     return torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, span))
 
 
+def _min_step(t: Tensor) -> Tensor:
+    """scipy's smallest step at ``t``: ten times the spacing of floats there."""
+    return 10 * (torch.nextafter(t, torch.full_like(t, math.inf)) - t).abs()
+
+
 def _factor(err: Tensor, rejected: Tensor) -> Tensor:
     """The step-size factor after a step with error norm ``err`` (scipy's controller; a NaN error
     counts as a rejection by the smallest factor, as Python's ``max`` gives in scipy)."""
@@ -177,7 +181,6 @@ def rk45(rates: Callable[[Tensor], Tensor], x0: Tensor, times: np.ndarray, tol: 
     nxt = torch.ones(Bn, dtype=torch.long, device=dev)  # next output index (0 is x0 itself)
     rejected = torch.zeros(Bn, dtype=torch.bool, device=dev)
     attempts = np.zeros(Bn, dtype=np.int64)
-    inf = torch.tensor(math.inf, **kw)
     while True:
         rows = (nxt < T1).nonzero().flatten()
         if rows.numel() == 0:
@@ -187,7 +190,7 @@ def rk45(rates: Callable[[Tensor], Tensor], x0: Tensor, times: np.ndarray, tol: 
         if bool(bad.any()):
             i = int(rows[bad][0])
             raise failure(NONFINITE, float(t[i]), i, tol)
-        min_step = 10 * (torch.nextafter(tr, inf) - tr).abs()
+        min_step = _min_step(tr)
         # a new step starts at least 10 ulp of t long (a retry is never shorter: see too_small below)
         hr = torch.where(h_abs[rows] < min_step, min_step, h_abs[rows])
         t_new = torch.where(tr + hr > t_end, torch.full_like(tr, t_end), tr + hr)
@@ -208,7 +211,7 @@ def rk45(rates: Callable[[Tensor], Tensor], x0: Tensor, times: np.ndarray, tol: 
         rej = rows[~ok]
         rejected[rej] = True
         # a rejected row retries from the same t with its smaller step; too small → scipy's failure
-        too_small = h_abs[rej] < 10 * (torch.nextafter(t[rej], inf) - t[rej]).abs()
+        too_small = h_abs[rej] < _min_step(t[rej])
         r_np = rows.cpu().numpy()
         attempts[r_np] += 1
         if bool(too_small.any()):
