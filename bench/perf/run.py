@@ -15,6 +15,9 @@ in float64 and float32, it times
 - batched ``integrator="rk45"`` at batch 64 and 1024 vs fixed-step RK4 over the same horizon: time,
   evaluations and error against a tight solution;
 - batched throughput (state-steps/s) at batch 64 and 4096 vs the naive autograd loop;
+- the batch-4096 rollouts against this machine's tuned GEMMs (`bench.perf.roofline`): the rate the
+  kernels sustain in their products, and the ceiling products at the GEMM rate and activations
+  at their own speed would allow, against the issue's targets;
 - one Adam step (batch 256 × 10 rollout steps): the compiled adjoint of the whole rollout
   (training's default engine) vs the torch path with hinn's hand-written ∇H adjoint vs autograd
   double-backprop vs hessQuik's gradient, and the weight-gradient agreement;
@@ -46,6 +49,7 @@ import scipy
 import torch
 from scipy.integrate import solve_ivp
 
+from bench.perf import roofline
 from bench.serve import hinn_serve
 from hinn_core import fastpath
 from hinn_core.adaptive import Tolerances
@@ -597,6 +601,16 @@ def render(r: dict[str, Any]) -> str:
                    f"| {_f(x['torch_Mss'], 3)} "
                    f"| {_f(x['naive_Mss'], 4)} "
                    f"| {_ratio(x['fast_Mss'], x['naive_Mss'])} |")
+    if r.get("roofline"):
+        out += ["", "## Against this machine's GEMMs (batch 4096, 100 steps)", "",
+                "`bench.perf.roofline`: multiply-adds per state-step counted from the model's layers (tested "
+                "against torch's FLOP counter); *hinn's products* the rate the rollout sustains in them; the GEMM "
+                "columns the best of numpy's BLAS and torch on all CPUs, at the rollout's own product shape and at "
+                "a large square product. *Ceiling*: the throughput if the products ran at the best GEMM rate and the "
+                "activations at the kernels' own measured speed, spread over the CPUs, and nothing else cost "
+                "anything. The issue's batch-4096 targets are set against the leapfrog rows (its calibration "
+                "workload). Each cell: with H / states only.", ""]
+        out += roofline.render_rows(r["roofline"])
     out += ["", "## One Adam step (batch 256 × 10 rollout steps)", "",
             "*hinn* is training's default engine: the compiled adjoint of the whole rollout "
             "(`hinn_core.fastpath.autograd`, one reverse sweep per block of samples); *torch path* autograd "
@@ -645,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, not for the docs)")
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP section")
-    ap.add_argument("--sections", default="latency,adaptive,throughput,training,hessian,http")
+    ap.add_argument("--sections", default="latency,adaptive,throughput,roofline,training,hessian,http")
     ap.add_argument("--out", default=None, help="markdown report (default docs/performance.md; none with --quick)")
     ap.add_argument("--json", default=None, help="also write the raw figures here")
     ap.add_argument("--render", default=None, metavar="JSON",
@@ -668,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         "load": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
         "numba": numba.__version__, "scipy": scipy.__version__}
     for name, fn in (("latency", bench_latency), ("adaptive", bench_adaptive), ("throughput", bench_throughput),
+                     ("roofline", roofline.bench_roofline),
                      ("training", bench_training), ("hessian", bench_hessian), ("http", bench_http)):
         results[name] = fn(args.quick) if name in sections else []
     text = render(results)
