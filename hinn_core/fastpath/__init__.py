@@ -40,16 +40,18 @@ WIDE_VECTORS = prefer_wide_vectors()
 try:  # numba is optional: without it `supports` is False and predict uses torch
     from hinn_core.fastpath import _adaptive as _d
     from hinn_core.fastpath import _adjoint as _a
+    from hinn_core.fastpath import _derivatives as _h
     from hinn_core.fastpath import _rollout as _k
     from hinn_core.fastpath._math import ACT_CODES
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     _k = None
     _a = None
     _d = None
+    _h = None
     ACT_CODES = {}
 
-__all__ = ["KERNELS", "Packed", "available", "compile_kernels", "is_warm", "is_warming", "pack", "parameters",
-           "rollout", "rollout_rk45", "rollout_sse", "rollout_vjp", "supports", "supports_adaptive",
+__all__ = ["KERNELS", "Packed", "available", "compile_kernels", "grad_and_hessian", "is_warm", "is_warming", "pack",
+           "parameters", "rollout", "rollout_rk45", "rollout_sse", "rollout_vjp", "supports", "supports_adaptive",
            "supports_training", "warm", "warm_in_background"]
 
 
@@ -147,6 +149,8 @@ def compile_kernels(dtype: torch.dtype, kernel: str) -> None:
         model = DynamicsModel(ModelSpec(architecture=arch, dof=1, width=2, depth=1)).to(dtype)
         if kernel == "rollout":
             rollout(model, zero, zero, h)
+            if arch != "mlp":
+                grad_and_hessian(model, zero, zero)
         elif kernel == "adaptive":
             rollout_rk45(model, zero, zero, np.array([0.0, 0.1]), adaptive.Tolerances(rtol=1e-3, atol=1e-6))
         else:
@@ -393,6 +397,34 @@ def rollout(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray,
                 lambda _: (err, errv))
     _raise(err, errv, c.name)
     return q, p, (H if c.packed.arch != 2 and energy else None)
+
+
+def grad_and_hessian(model: Any, q: np.ndarray, p: np.ndarray, *,
+                     parallel: bool | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(∂H/∂q, ∂H/∂p, ∇²H)`` at ``q, p: (B, dof)``, as the field's torch ``grad_and_hessian``
+    (shapes ``(B, dof)``, ``(B, dof)``, ``(B, 2·dof, 2·dof)``, the model's dtype): the derivative
+    sweep implicit midpoint's Newton steps run inside the rollout kernel, in blocks of rows over
+    threads for large batches (``parallel`` as in `rollout`). H nets only."""
+    if not supports_adaptive(model) or isinstance(model.field, VectorFieldNet):
+        raise ValueError("the compiled Hessian needs an H net (hinn or hinn-separable) on the CPU in float32 or "
+                         "float64 with a built-in activation; use the field's grad_and_hessian")
+    packed = pack(model)
+    dt = packed.nrm[0].dtype
+    q = np.asarray(q, dtype=dt)
+    p = np.asarray(p, dtype=dt)
+    n = packed.dof
+    if q.ndim != 2 or q.shape != p.shape or q.shape[1] != n:
+        raise ValueError(f"q and p must both have shape (B, {n}), got {q.shape} and {p.shape}")
+    X = np.ascontiguousarray(np.concatenate([q, p], 1))
+    B = X.shape[0]
+    G = np.empty((B, 2 * n), dt)
+    hess = np.empty((B, 2 * n, 2 * n), dt)
+    if B:
+        block = _block_size(B, packed)
+        args = (packed.net, packed.nrm, packed.arch, packed.act, packed.par[0], n, X, G, hess, block)
+        _run_blocks(_h.grad_hessian, args, -(-B // block), B >= PARALLEL_MIN_BATCH if parallel is None else parallel,
+                    lambda _: ())
+    return G[:, :n], G[:, n:], hess
 
 
 def _tableau(dtype: np.dtype) -> tuple[np.ndarray, ...]:

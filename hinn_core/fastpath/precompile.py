@@ -57,9 +57,10 @@ def compile_all(jobs: int) -> float:
 
 def _compiled_here() -> int:
     """Signatures of the entry kernels this process compiled rather than loaded from the cache."""
-    from hinn_core.fastpath import _adaptive, _adjoint, _rollout
+    from hinn_core.fastpath import _adaptive, _adjoint, _derivatives, _rollout
 
-    return sum(sum(d.stats.cache_misses.values()) for d in (_rollout.rollout, _adjoint.rollout_vjp, _adaptive.rk45))
+    entries = (_rollout.rollout, _adjoint.rollout_vjp, _adaptive.rk45, _derivatives.grad_hessian)
+    return sum(sum(d.stats.cache_misses.values()) for d in entries)
 
 
 #: peak resident memory of one compiling process (torch, numba and LLVM; measured 1.3 GB)

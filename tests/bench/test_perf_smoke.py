@@ -61,3 +61,17 @@ def test_render_shows_batched_rk45_against_rk4_and_reads_runs_without_it() -> No
     text = render({**base, "adaptive": [row]})
     line = next(x for x in text.splitlines() if x.startswith("| d8w64 | 1024 |"))
     assert line == "| d8w64 | 1024 | rk45 | rtol = atol = 1e-11 | 400.00 | 607 | 1.0e-09 |"
+
+
+def test_hessian_table_sets_the_compiled_sweep_first_and_reads_runs_without_it() -> None:
+    base = {"command": "python -m bench.perf.run", "machine": "x86_64", "cpu": "x", "cpus": 2, "load": 0.1,
+            "date": "2026-11-29", "torch": "2.13.0", "numba": "0.68.1", "scipy": "1.17.1",
+            "latency": [], "throughput": [], "training": [], "http": []}
+    old = {"size": "d2w32", "dtype": "float64", "fast_ms": 1.0, "hessquik_forward_ms": 20.0,
+           "hessquik_backward_ms": 30.0, "torch_func_ms": 40.0, "diff_fast": 1e-15, "diff_torch_func": 2e-15}
+    new = {**old, "dtype": "float32", "compiled_ms": 0.05, "diff_compiled": 3e-7}
+    lines = render({**base, "hessian": [old, new]}).splitlines()
+    assert ("| d2w32 | float64 | — | 1.000 ms (1.0×) | 20.00 ms (20×) | 30.00 ms (30×) | 40.00 ms (40×) "
+            "| — | 1.0e-15 | 2.0e-15 |") in lines
+    assert ("| d2w32 | float32 | 0.050 | 1.000 ms (20×) | 20.00 ms (400×) | 30.00 ms (600×) | 40.00 ms (800×) "
+            "| 3.0e-07 | 1.0e-15 | 2.0e-15 |") in lines
