@@ -252,20 +252,22 @@ def _tangents(net, t, rh, S, ws):
 
 @njit(inline="always", **KERNEL)
 def _curvature(jz, m, s, d, HT, H):
-    """``H += jzᵀ diag(m) jz`` for sample ``s``'s ``d`` tangent rows of ``jz``."""
+    """``H += jzᵀ diag(m) jz`` for sample ``s``'s ``d`` tangent rows of ``jz``: for each row, its
+    product with ``m`` (into ``HT``'s storage), then `dot8` with each row up to it, mirrored — a
+    vector loop over the width per entry of the lower triangle, whatever ``d``."""
     w = HT.shape[0]
-    for c in range(d):
-        row = jz[s * d + c]
+    y = HT.reshape(-1)
+    zero = cst(m, 0.0)
+    for c1 in range(d):
+        r1 = jz[s * d + c1]
         for j in range(w):
-            HT[j, c] = row[j]
-    for j in range(w):
-        mj = m[j]
-        ht = HT[j]
-        for c1 in range(d):
-            a = ht[c1] * mj
-            h = H[c1]
-            for c2 in range(d):
-                h[c2] += a * ht[c2]
+            y[j] = r1[j] * m[j]
+        h = H[c1]
+        for c2 in range(c1 + 1):
+            v = dot8(y, jz[s * d + c2], w, zero)
+            h[c2] += v
+            if c2 != c1:
+                H[c2, c1] += v
 
 
 @njit(**KERNEL)
