@@ -43,7 +43,7 @@ _IMPORT = re.compile(r"\bhinn_core\b")
 WORKLOADS = [("hinn-separable", "leapfrog", "d2w32", "float32"), ("hinn", "implicit_midpoint", "d2w32", "float32"),
              ("hinn-separable", "leapfrog", "d2w32", "float64"), ("hinn", "implicit_midpoint", "d2w32", "float64"),
              ("hinn", "rk4", "d2w32", "float64"), ("hinn-separable", "leapfrog", "d8w64", "float64"),
-             ("hinn", "implicit_midpoint", "d8w64", "float32")]
+             ("hinn", "implicit_midpoint", "d8w64", "float32"), ("hinn", "rk4", "d8w64", "float64")]
 #: (batch, steps, interleaved pairs)
 SHAPES = [(4096, 50, 15), (1, 1000, 41)]
 #: ``--rk45``: (architecture, size, dtype) and (batch, output times, interleaved pairs) over t ∈ [0, 20]
