@@ -131,14 +131,15 @@ def is_warming() -> bool:
     return _WARMING.is_set() and not _WARM.is_set()
 
 
-#: what `compile_kernels` compiles: the prediction kernel, the training (adjoint) kernel and the
-#: adaptive RK45 prediction kernel
+#: what `compile_kernels` compiles: the prediction kernel (with the compiled Hessian,
+#: `grad_and_hessian`), the training (adjoint) kernel and the adaptive RK45 prediction kernel
 KERNELS = ("rollout", "training", "adaptive")
 
 
 def compile_kernels(dtype: torch.dtype, kernel: str) -> None:
     """Compile (or load from the disk cache) one of `KERNELS` in one dtype. The architecture is a
-    runtime argument of the kernels, so one signature serves all three; each is still called once."""
+    runtime argument of the kernels, so one signature serves all three architectures; each is still
+    called once per architecture (the vector field has no H, so no Hessian)."""
     from hinn_core.models import DynamicsModel, ModelSpec
 
     if kernel not in KERNELS:

@@ -19,7 +19,7 @@ def _block(net, nrm, arch, act, rh, n, X, S, ws, fw, G, Hn):
     """``G (S, 2n) = ∇H`` and ``Hn (S, 2n, 2n) = ∇²H`` at ``X (S, 2n)``; for the separable net
     ∇²H = diag(V'', T''), trunk 0 on q and trunk 1 on p."""
     U, gu, val, hess = fw[0], fw[1], fw[2], fw[4]
-    gsc, scale, osc = nrm[3], nrm[1], nrm[2][0]
+    gsc = nrm[3]
     m = 2 * n
     if arch == fd.GENERAL:
         fd.normalise(X, S, 0, m, nrm, U)
@@ -40,14 +40,13 @@ def _block(net, nrm, arch, act, rh, n, X, S, ws, fw, G, Hn):
         for s in range(S):
             for i in range(n):
                 G[s, off + i] = gu[s, i] * gsc[off + i]
-                for j in range(n):
-                    Hn[s, off + i, off + j] = hess[s, i, j] * osc / (scale[off + i] * scale[off + j])
+            fd._scaled_hessian(hess, s, off, n, nrm, Hn[s, off:off + n, off:off + n])
 
 
-@njit(**JIT)
+@njit(nogil=True, **JIT)
 def grad_hessian(net, nrm, arch, act, rh, n, X, G, Hn, block, blk0, blk1):
     """`_block` over blocks ``blk0 ≤ b < blk1`` of ``block`` rows of ``X (B, 2n)``; one workspace
-    per call (per thread)."""
+    per call (per thread: the GIL is released, as in the rollout kernels)."""
     B = X.shape[0]
     ws, fw, _ = _workspaces(net, n, block, X)
     for b in range(blk0, blk1):

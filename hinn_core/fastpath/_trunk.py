@@ -12,7 +12,8 @@ J_l = ∂z_l/∂u carried forward as ``d`` tangent rows per sample; the Jacobian
 by the same forward sweep.
 
 Workspace ``ws = (Z, A, D1, D2, G, E, JA, JZ, HT, JF)``: Z, A, G, E ``(S, w)``; D1, D2
-``(L+1, S, w)``; JA ``(S·d, w)``; JZ ``(L+1, S·d, w)``; HT ``(w, d)``; JF ``(S·d, m)``.
+``(L+1, S, w)``; JA ``(S·d, w)``; JZ ``(L+1, S·d, w)``; HT ``(w, d)`` (`_curvature`'s scratch:
+``w`` elements of it); JF ``(S·d, m)``.
 """
 
 from __future__ import annotations

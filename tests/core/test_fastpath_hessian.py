@@ -47,7 +47,7 @@ def test_compiled_hessian_equals_the_torch_sweep(arch: str, activation: str, dty
         scale = max(1.0, float(np.abs(b).max()))
         assert float(np.abs(a - b).max()) <= (1e-12 if dtype == F64 else 1e-5) * scale
     hess = got[2]
-    np.testing.assert_allclose(hess, hess.transpose(0, 2, 1), rtol=0, atol=(1e-12 if dtype == F64 else 1e-5) * scale)
+    np.testing.assert_array_equal(hess, hess.transpose(0, 2, 1))  # the lower triangle, mirrored
     if arch == "hinn-separable":  # ∇²H = diag(V'', T''): no q–p coupling, exactly
         assert not hess[:, :2, 2:].any() and not hess[:, 2:, :2].any()
 
@@ -68,6 +68,10 @@ def test_compiled_hessian_equals_hessquik_and_autograd() -> None:
 
 
 def test_blocks_and_threads_give_identical_numbers() -> None:
+    """Blocks are independent, and the kernel releases the GIL, so the threads run at once."""
+    from hinn_core.fastpath import _derivatives
+
+    assert _derivatives.grad_hessian.targetoptions["nogil"]
     model = _model("hinn", "softplus")
     q, p = _states(600)
     serial = fastpath.grad_and_hessian(model, q, p, parallel=False)
