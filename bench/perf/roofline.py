@@ -14,10 +14,12 @@ torch's GEMM on the same shapes (a batch of 4096 rows through a width × width l
 on all CPUs) and on a large square product: a rate reached by code tuned for this CPU.
 
 *Ceiling* is the throughput a rollout would reach if its products ran at that best GEMM rate and
-its activations at the compiled kernels' own speed measured alone (`activation_ns`: 64-row
-blocks in L1, a compiled loop, no call overhead), spread over all CPUs, and nothing else — no
-elementwise backward products, no integrator, no data movement — cost anything. A target above
-the ceiling is out of reach of these kernels' arithmetic on this machine, however well scheduled.
+its activations at the compiled kernels' own speed measured alone (`activation_ns`: on a block
+of 64 rows, as the rollouts use, in a compiled loop without call overhead), spread over all CPUs,
+and nothing else — no elementwise backward products, no integrator, no data movement — cost
+anything. A target above the ceiling is out of reach of these kernels' arithmetic for that
+workload on this machine, however well scheduled (another integrator does other work: implicit
+midpoint is not covered, its Newton iterations vary).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from functools import partial
 from typing import Any
 
@@ -94,14 +95,16 @@ def _activate_loop(Z, A, D1, D2, act, rh, reps, derivatives):
 
 def activation_ns(activation: str, dtype: str, width: int, rows: int = 64, reps: int = 2000) -> tuple[float, float]:
     """ns per element of the kernels' own activation pass (with σ′, σ″; value only), one thread, on a
-    ``rows × width`` block as the rollouts use (in L1), median of 7 compiled loops of ``reps`` passes."""
+    ``rows × width`` block as the rollouts use, median of 7 compiled loops of ``reps`` passes."""
+    from bench.perf.run import median_time
+
     z = np.random.default_rng(0).standard_normal((rows, width)).astype(dtype)
     a, d1, d2 = np.zeros_like(z), np.zeros_like(z), np.zeros_like(z)
     code, rh = _math.ACT_CODES[activation], z.dtype.type(0.5)
     out = []
     for derivatives in (True, False):
         _activate_loop(z, a, d1, d2, code, rh, 1, derivatives)
-        t = _median_time(lambda d=derivatives: _activate_loop(z, a, d1, d2, code, rh, reps, d), 7)
+        t = median_time(lambda d=derivatives: _activate_loop(z, a, d1, d2, code, rh, reps, d), 7)
         out.append(t / (reps * rows * width) * 1e9)
     return out[0], out[1]
 
@@ -115,19 +118,11 @@ def ceiling_mss(madds: int, gemm_gflops: float, activations: tuple[int, int], ac
     return 1e3 / ns
 
 
-def _median_time(fn: Any, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
-
-
 def gemm_gflops(rows: int, inner: int, cols: int, dtype: str, repeats: int = 30) -> dict[str, float]:
     """GFLOP/s (2 per multiply-add) of ``(rows × inner) @ (inner × cols)`` into a preallocated
     output, numpy's BLAS and torch's GEMM on all CPUs, medians of ``repeats`` calls."""
+    from bench.perf.run import median_time
+
     rng = np.random.default_rng(0)
     a = rng.standard_normal((rows, inner)).astype(dtype)
     b = rng.standard_normal((inner, cols)).astype(dtype)
@@ -137,10 +132,10 @@ def gemm_gflops(rows: int, inner: int, cols: int, dtype: str, repeats: int = 30)
     threads = torch.get_num_threads()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     try:
-        t_torch = _median_time(lambda: torch.mm(ta, tb, out=tc), repeats)
+        t_torch = median_time(lambda: torch.mm(ta, tb, out=tc), repeats)
     finally:
         torch.set_num_threads(threads)
-    t_numpy = _median_time(lambda: np.matmul(a, b, out=c), repeats)
+    t_numpy = median_time(lambda: np.matmul(a, b, out=c), repeats)
     return {"numpy": flops / t_numpy / 1e9, "torch": flops / t_torch / 1e9}
 
 

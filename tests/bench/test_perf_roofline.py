@@ -4,11 +4,13 @@ above the ceiling."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.perf.roofline import (
+    _activate_loop,
     activation_ns,
     ceiling_mss,
     render_rows,
@@ -18,6 +20,7 @@ from bench.perf.roofline import (
     trunk_units,
 )
 from bench.perf.run import render
+from hinn_core.fastpath import _math
 from hinn_core.integrators import get_integrator
 from hinn_core.models import DynamicsModel, ModelSpec
 
@@ -71,6 +74,19 @@ def test_leapfrog_charges_one_sweep_per_trunk_and_t_s_value_for_h() -> None:
 
 
 def test_activation_timer_runs_the_kernels_pass() -> None:
+    """The timed loop computes what `_math.activate` (and `activate_value`) compute in the rollouts."""
+    z = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
+    rh = np.float32(0.5)
+    for derivatives in (True, False):
+        outs = [[np.ones_like(z) for _ in range(3)] for _ in range(2)]
+        _activate_loop(z, *outs[0], _math.ANTITANH, rh, 1, derivatives)
+        if derivatives:
+            _math.activate(z, *outs[1], 8, _math.ANTITANH, rh, True)
+        else:
+            _math.activate_value(z, outs[1][0], 8, _math.ANTITANH, rh, True)
+        for a, b in zip(*outs, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(outs[0][0], np.ones_like(z))
     with_derivatives, value_only = activation_ns("antitanh", "float32", 32, rows=8, reps=20)
     assert 0 < value_only and 0 < with_derivatives < 1e4
 
@@ -84,15 +100,13 @@ def _row(**kw) -> dict:
     return {**row, **kw}
 
 
-def test_table_says_whether_a_target_lies_above_the_ceiling() -> None:
+def test_table_says_whether_a_target_lies_above_the_ceiling(empty_report: dict) -> None:
     above, below, none = render_rows([_row(), _row(target_Mss=4.0), _row(target_Mss=None, architecture="hinn")])[2:]
     assert above.endswith("| 45% / 43% | 6 M: **above** the ceiling |")
     assert "| 42 (22%) / 42 (22%) | 100 / 80 | 190 / 160 | 0.90 / 0.70 (antitanh) | 4.40 / 5.80 |" in above
     assert below.endswith("| 4 M: below the ceiling |")
     assert none.endswith("| — |")
-    base = {"command": "c", "machine": "x86_64", "cpu": "x", "cpus": 2, "load": 0.1, "date": "2026-11-29",
-            "torch": "2.13.0", "numba": "0.68.1", "scipy": "1.17.1", "latency": [], "throughput": [],
-            "training": [], "hessian": [], "http": []}
+    base = empty_report
     assert "Against this machine's GEMMs" not in render(base)  # runs from before the section still render
     assert above in render({**base, "roofline": [_row(), _row(target_Mss=4.0)]}).splitlines()
 

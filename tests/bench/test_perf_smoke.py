@@ -51,10 +51,8 @@ def test_the_cpu_is_named_as_numba_targets_it() -> None:
     assert cpu.endswith("512-bit vectors preferred)") == (fastpath.WIDE_VECTORS is not None)
 
 
-def test_render_shows_batched_rk45_against_rk4_and_reads_runs_without_it() -> None:
-    base = {"command": "python -m bench.perf.run", "machine": "x86_64", "cpu": "x", "cpus": 2, "load": 0.1,
-            "date": "2026-11-29", "torch": "2.13.0", "numba": "0.68.1", "scipy": "1.17.1",
-            "latency": [], "throughput": [], "training": [], "hessian": [], "http": []}
+def test_render_shows_batched_rk45_against_rk4_and_reads_runs_without_it(empty_report: dict) -> None:
+    base = empty_report
     assert "## Batched `rk45`" not in render(base)  # a run from before the section: no table, no error
     row = {"size": "d8w64", "batch": 1024, "method": "rk45", "setting": "rtol = atol = 1e-11", "ms": 400.0,
            "nfev": 607.3, "err": 1e-9}
@@ -63,10 +61,8 @@ def test_render_shows_batched_rk45_against_rk4_and_reads_runs_without_it() -> No
     assert line == "| d8w64 | 1024 | rk45 | rtol = atol = 1e-11 | 400.00 | 607 | 1.0e-09 |"
 
 
-def test_hessian_table_sets_the_compiled_sweep_first_and_reads_runs_without_it() -> None:
-    base = {"command": "python -m bench.perf.run", "machine": "x86_64", "cpu": "x", "cpus": 2, "load": 0.1,
-            "date": "2026-11-29", "torch": "2.13.0", "numba": "0.68.1", "scipy": "1.17.1",
-            "latency": [], "throughput": [], "training": [], "http": []}
+def test_hessian_table_sets_the_compiled_sweep_first_and_reads_runs_without_it(empty_report: dict) -> None:
+    base = empty_report
     old = {"size": "d2w32", "dtype": "float64", "fast_ms": 1.0, "hessquik_forward_ms": 20.0,
            "hessquik_backward_ms": 30.0, "torch_func_ms": 40.0, "diff_fast": 1e-15, "diff_torch_func": 2e-15}
     new = {**old, "dtype": "float32", "compiled_ms": 0.05, "diff_compiled": 3e-7}
