@@ -33,7 +33,7 @@ def _tiled(A, K, Z, R, n):
 @njit(cache=False)
 def _rows(A, K, Z, R, n):
     for _ in range(n):
-        tk._matmul_rows(A, K, Z, 0, R, True)
+        tk._matmul_rows(A, K, Z, 0, R, True, K.shape[1])
 
 
 #: as the replaced BLAS path: calls of at most this many rows·k·n, below OpenBLAS's threshold for

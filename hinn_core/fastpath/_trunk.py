@@ -23,10 +23,10 @@ from numba import njit
 from hinn_core.fastpath._math import KERNEL, activate, activate_value, cst, flat
 
 
-@njit(**KERNEL)
-def _matmul_rows(A, K, Z, r0, R, accumulate):
+@njit(inline="always", **KERNEL)
+def _matmul_rows(A, K, Z, r0, R, accumulate, n):
     """`matmul` one row at a time, for rows ``r0 ≤ r < R`` (the tail of `matmul`'s 4-row tiles)."""
-    m, n = K.shape
+    m = K.shape[0]
     m8 = m - m % 8
     for r in range(r0, R):
         if not accumulate:
@@ -44,17 +44,10 @@ def _matmul_rows(A, K, Z, r0, R, accumulate):
                 Z[r, j] += a * K[i, j]
 
 
-@njit(**KERNEL)
-def matmul(A, K, Z, R, accumulate):
-    """``Z[r] (+)= A[r] @ K`` for rows ``r < R`` (``A`` may be wider than ``K`` has rows).
-
-    Tiles of 4 rows × 4 rows of ``K``: each vector of ``K[i]`` loaded once serves four rows, and
-    each load/store of an accumulator vector carries four multiply-adds (the sum is grouped in
-    pairs — round-off only). `python -m bench.perf.kernels`, 16–256 rows, widths 32 and 64, float64
-    and float32: 1.35–2× a row at a time (`_matmul_rows`) and 1.04–2.5× numba's BLAS call (OpenBLAS's
-    small-matrix path, packing included), so the trunks call no BLAS.
-    """
-    m, n = K.shape
+@njit(inline="always", **KERNEL)
+def _matmul_tiles(A, K, Z, R, accumulate, n):
+    """`matmul` for ``n`` columns of ``K`` (a literal where the caller passes one)."""
+    m = K.shape[0]
     m4 = m - m % 4
     R4 = R - R % 4
     zero = cst(Z, 0.0)
@@ -88,7 +81,28 @@ def matmul(A, K, Z, R, accumulate):
                 z1[j] += a1 * c0
                 z2[j] += a2 * c0
                 z3[j] += a3 * c0
-    _matmul_rows(A, K, Z, R4, R, accumulate)
+    _matmul_rows(A, K, Z, R4, R, accumulate, n)
+
+
+@njit(**KERNEL)
+def matmul(A, K, Z, R, accumulate):
+    """``Z[r] (+)= A[r] @ K`` for rows ``r < R`` (``A`` may be wider than ``K`` has rows).
+
+    Tiles of 4 rows × 4 rows of ``K``: each vector of ``K[i]`` loaded once serves four rows, and
+    each load/store of an accumulator vector carries four multiply-adds (the sum is grouped in
+    pairs — round-off only). `python -m bench.perf.kernels`, 16–256 rows, widths 32 and 64, float64
+    and float32: 1.35–2× a row at a time (`_matmul_rows`) and 1.04–2.5× numba's BLAS call (OpenBLAS's
+    small-matrix path, packing included), so the trunks call no BLAS. Widths 32 and 64 get copies
+    with the column count as a literal, so that the inner loops compile to whole vectors with no
+    remainder handling.
+    """
+    n = K.shape[1]
+    if n == 32:
+        _matmul_tiles(A, K, Z, R, accumulate, 32)
+    elif n == 64:
+        _matmul_tiles(A, K, Z, R, accumulate, 64)
+    else:
+        _matmul_tiles(A, K, Z, R, accumulate, n)
 
 
 @njit(**KERNEL)
