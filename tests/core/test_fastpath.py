@@ -319,3 +319,15 @@ def test_a_failed_background_warm_up_leaves_predictions_on_torch(monkeypatch: py
     assert fastpath._FAILED == ["RuntimeError: LLVM exploded"] and not fastpath.is_warming()
     assert not fastpath.supports(model)
     np.testing.assert_array_equal(predict(model, q0, p0, times).q, ref.q)
+
+
+@pytest.mark.parametrize("batch", [1, 7])  # a lone row (the row loop) and 4-row tiles with a tail of 3
+@pytest.mark.parametrize("width", [32, 64])  # `_trunk.matmul`'s copies with a literal column count
+@pytest.mark.parametrize(("arch", "integrator"), [("hinn", "rk4"), ("hinn-separable", "leapfrog"),
+                                                  ("hinn", "implicit_midpoint")])
+def test_literal_width_products_match_torch(arch: str, integrator: str, width: int, batch: int) -> None:
+    torch.manual_seed(0)
+    model = DynamicsModel(ModelSpec(architecture=arch, dof=DOF, width=width, depth=DEPTH, activation="tanh")).double()
+    q0, p0, h = _inputs(batch, 5, variable=False)
+    got = fastpath.rollout(model, q0, p0, h, integrator)
+    _assert_close(got, _torch_rollout(model, q0, p0, h, integrator), F64)
