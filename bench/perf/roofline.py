@@ -54,34 +54,36 @@ def trunk_madds(trunk: ScalarTrunk) -> tuple[int, int]:
     return 2 * forward - int(last.K.numel()), forward
 
 
-def sweep_madds(field: Any, integrator: str, energy: bool = True) -> int:
-    """Multiply-adds per state-step of the compiled rollout's products.
-
-    Separable leapfrog (kick–drift–kick, first-same-as-last): one gradient sweep of V and one of T
-    per step; with H, T's value at each stored p in a value sweep (V's comes with its gradient).
-    RK4 on the general H: four gradient sweeps of the one trunk (H at each state comes with the
-    first stage's)."""
-    if integrator == "leapfrog" and field.separable:
-        (gv, _), (gt, vt) = trunk_madds(field.potential), trunk_madds(field.kinetic)
-        return gv + gt + (vt if energy else 0)
-    if integrator == "rk4" and not field.separable:
-        return 4 * trunk_madds(field.trunk)[0]
-    raise ValueError(f"no fixed sweep count for {integrator} on this field")
-
-
 def trunk_units(trunk: ScalarTrunk) -> int:
     """Hidden units of ``trunk`` per sample: the opening layer's and each resnet layer's outputs."""
     first, blocks, _last = trunk._weights()
     return sum(int(layer.K.shape[1]) for layer in (first, *blocks))
 
 
-def sweep_activations(field: Any, integrator: str, energy: bool = True) -> tuple[int, int]:
-    """``(with derivatives, values only)``: activations per state-step, the sweeps of `sweep_madds`."""
+def step_sweeps(field: Any, integrator: str, energy: bool = True) -> list[tuple[ScalarTrunk, bool]]:
+    """The network sweeps of one compiled state-step, as ``(trunk, gradient sweep or value sweep)``.
+
+    Separable leapfrog (kick–drift–kick, first-same-as-last): one gradient sweep of V and one of T
+    per step; with H, T's value at each stored p in a value sweep (V's comes with its gradient).
+    RK4 on the general H: four gradient sweeps of the one trunk (H at each state comes with the
+    first stage's)."""
     if integrator == "leapfrog" and field.separable:
-        return trunk_units(field.potential) + trunk_units(field.kinetic), trunk_units(field.kinetic) if energy else 0
+        return [(field.potential, True), (field.kinetic, True)] + ([(field.kinetic, False)] if energy else [])
     if integrator == "rk4" and not field.separable:
-        return 4 * trunk_units(field.trunk), 0
+        return [(field.trunk, True)] * 4
     raise ValueError(f"no fixed sweep count for {integrator} on this field")
+
+
+def sweep_madds(field: Any, integrator: str, energy: bool = True) -> int:
+    """Multiply-adds per state-step of the compiled rollout's products (`step_sweeps`)."""
+    return sum(trunk_madds(trunk)[0 if grad else 1] for trunk, grad in step_sweeps(field, integrator, energy))
+
+
+def sweep_activations(field: Any, integrator: str, energy: bool = True) -> tuple[int, int]:
+    """``(with derivatives, values only)``: activations per state-step (`step_sweeps`)."""
+    sweeps = step_sweeps(field, integrator, energy)
+    return (sum(trunk_units(trunk) for trunk, grad in sweeps if grad),
+            sum(trunk_units(trunk) for trunk, grad in sweeps if not grad))
 
 
 @njit(**_math.KERNEL)
