@@ -7,8 +7,8 @@ throughput target asks of the products alone.
 A rollout's multiply-adds per state-step are counted from the model's own layers (`sweep_madds`:
 a gradient sweep is one product per layer forward and one back, a value sweep one forward;
 tested against torch's FLOP counter on the same trunks), and so are its activations
-(`sweep_activations`: σ with σ′ and σ″ per hidden unit of a gradient sweep, σ alone in a value
-sweep). The kernel's measured throughput gives the rate it sustains in those products, and the
+(`sweep_activations`: σ with σ′ per hidden unit of a gradient sweep, σ alone in a value sweep).
+The kernel's measured throughput gives the rate it sustains in those products, and the
 issue's targets the rate they would need. Both are set against the best of numpy's BLAS and
 torch's GEMM on the same shapes (a batch of 4096 rows through a width × width layer, in one call,
 on all CPUs) and on a large square product: a rate reached by code tuned for this CPU.
@@ -86,27 +86,34 @@ def sweep_activations(field: Any, integrator: str, energy: bool = True) -> tuple
             sum(trunk_units(trunk) for trunk, grad in sweeps if not grad))
 
 
+#: what a gradient sweep's activation pass computes (`_math.activate_first`), stored with each row
+ACTIVATION_PASS = "σ, σ′"
+#: what it computed, and `activation_ns` timed, before 2026-11-29's last session (`_math.activate`)
+OLD_ACTIVATION_PASS = "σ, σ′, σ″"
+
+
 @njit(**_math.KERNEL)
-def _activate_loop(Z, A, D1, D2, act, rh, reps, derivatives):
+def _activate_loop(Z, A, D1, act, rh, reps, derivatives):
     for _ in range(reps):
         if derivatives:
-            _math.activate(Z, A, D1, D2, Z.shape[0], act, rh, True)
+            _math.activate_first(Z, A, D1, Z.shape[0], act, rh, True)
         else:
             _math.activate_value(Z, A, Z.shape[0], act, rh, True)
 
 
 def activation_ns(activation: str, dtype: str, width: int, rows: int = 64, reps: int = 2000) -> tuple[float, float]:
-    """ns per element of the kernels' own activation pass (with σ′, σ″; value only), one thread, on a
+    """ns per element of the kernels' own activation pass (with σ′ as a gradient sweep takes it; value
+    only), one thread, on a
     ``rows × width`` block as the rollouts use, median of 7 compiled loops of ``reps`` passes."""
     from bench.perf.run import median_time
 
     z = np.random.default_rng(0).standard_normal((rows, width)).astype(dtype)
-    a, d1, d2 = np.zeros_like(z), np.zeros_like(z), np.zeros_like(z)
+    a, d1 = np.zeros_like(z), np.zeros_like(z)
     code, rh = _math.ACT_CODES[activation], z.dtype.type(0.5)
     out = []
     for derivatives in (True, False):
-        _activate_loop(z, a, d1, d2, code, rh, 1, derivatives)
-        t = median_time(lambda d=derivatives: _activate_loop(z, a, d1, d2, code, rh, reps, d), 7)
+        _activate_loop(z, a, d1, code, rh, 1, derivatives)
+        t = median_time(lambda d=derivatives: _activate_loop(z, a, d1, code, rh, reps, d), 7)
         out.append(t / (reps * rows * width) * 1e9)
     return out[0], out[1]
 
@@ -169,7 +176,8 @@ def bench_roofline(quick: bool, batch: int = 4096, steps: int = 100) -> list[dic
                        "madds": m_h, "madds_states": m_x, "Mss": mss_h, "Mss_states": mss_x,
                        "gflops": 2e-3 * m_h * mss_h, "gflops_states": 2e-3 * m_x * mss_x,
                        "gemm_shape": shape, "gemm_big": big[dname], "gemm_best": best,
-                       "activation": model.spec.activation, "activation_ns": act_ns, "cpus": cpus,
+                       "activation": model.spec.activation, "activation_ns": act_ns,
+                       "activation_pass": ACTIVATION_PASS, "cpus": cpus,
                        "ceiling_Mss": ceilings[0], "ceiling_Mss_states": ceilings[1], "target_Mss": target}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
@@ -180,7 +188,7 @@ def render_rows(rows: list[dict[str, Any]]) -> list[str]:
     """The report's table for `bench_roofline`'s rows (with H / states only in each cell)."""
     out = ["| size | dtype | model · integrator | multiply-adds per state-step | hinn, M state-steps/s "
            "| hinn's products, GFLOP/s (of the best GEMM) | GEMM 4096 × w × w, numpy / torch | large GEMM, "
-           "numpy / torch | activation, ns per element (σ, σ′, σ″ / σ) | ceiling, M state-steps/s "
+           "numpy / torch | activation, ns per element (gradient sweep / value sweep) | ceiling, M state-steps/s "
            "| hinn / ceiling | target |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in rows:
@@ -194,7 +202,8 @@ def render_rows(rows: list[dict[str, Any]]) -> list[str]:
             f"({x['gflops_states'] / best:.0%}) "
             f"| {x['gemm_shape']['numpy']:.0f} / {x['gemm_shape']['torch']:.0f} "
             f"| {x['gemm_big']['numpy']:.0f} / {x['gemm_big']['torch']:.0f} "
-            f"| {a_d:.2f} / {a_v:.2f} ({x['activation']}) | {x['ceiling_Mss']:.2f} / {x['ceiling_Mss_states']:.2f} "
+            f"| {a_d:.2f} / {a_v:.2f} ({x['activation']}; {x.get('activation_pass', OLD_ACTIVATION_PASS)} / σ) "
+            f"| {x['ceiling_Mss']:.2f} / {x['ceiling_Mss_states']:.2f} "
             f"| {x['Mss'] / x['ceiling_Mss']:.0%} / {x['Mss_states'] / x['ceiling_Mss_states']:.0%} | {target} |")
     return out
 

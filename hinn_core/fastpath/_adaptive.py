@@ -132,7 +132,7 @@ def rk45(net, nrm, cfg, par, tab, x0, times, qout, pout, Hout, blk0, blk1, err, 
     expo = cst(t0, -0.2)
     one = cst(t0, 1.0)
     dt = x0.dtype
-    ws, fw, _ = rl._workspaces(net, n, block, x0)
+    ws, fw = rl._sweep_workspaces(net, n, block, x0)
     X = np.empty((block, m), dt)
     R = np.empty((block, m), dt)
     K = np.empty((block, 7, m), dt)  # stages; K[r, 0] = f at Y[r]
@@ -257,7 +257,7 @@ def rk45(net, nrm, cfg, par, tab, x0, times, qout, pout, Hout, blk0, blk1, err, 
                 live += 1
             na = live
     if want_h != 0 and arch != fd.VECTOR:
-        ws2, fw2, _ = rl._workspaces(net, n, rl.POST_ROWS, x0)
+        ws2, fw2 = rl._sweep_workspaces(net, n, rl.POST_ROWS, x0)
         Xpost = np.empty((rl.POST_ROWS, m), dt)
         Hpost = np.empty(rl.POST_ROWS, dt)
         for b in range(blk0 * block, min(blk1 * block, B)):

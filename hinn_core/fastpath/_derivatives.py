@@ -11,7 +11,7 @@ from numba import njit
 from hinn_core.fastpath import _field as fd
 from hinn_core.fastpath import _trunk as tk
 from hinn_core.fastpath._math import JIT, KERNEL, cst
-from hinn_core.fastpath._rollout import _workspaces
+from hinn_core.fastpath._rollout import _sweep_workspaces
 
 
 @njit(**KERNEL)
@@ -48,7 +48,7 @@ def grad_hessian(net, nrm, arch, act, rh, n, X, G, Hn, block, blk0, blk1):
     """`_block` over blocks ``blk0 ≤ b < blk1`` of ``block`` rows of ``X (B, 2n)``; one workspace
     per call (per thread: the GIL is released, as in the rollout kernels)."""
     B = X.shape[0]
-    ws, fw, _ = _workspaces(net, n, block, X)
+    ws, fw = _sweep_workspaces(net, n, block, X)
     for b in range(blk0, blk1):
         r0 = b * block
         S = min(block, B - r0)

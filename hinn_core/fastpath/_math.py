@@ -241,6 +241,43 @@ def activate(Z, A, D1, D2, S, act, rh, accumulate):
 
 
 @njit(inline="always", **KERNEL)
+def _activate_first_run(z, a, d1, n, act, keep, step, zero_first):
+    """`_activate_run` without σ'': for sweeps that need the first derivative only (gradients)."""
+    one = cst(z, 1.0)
+    if zero_first:
+        for k in range(n):
+            a[k] = cst(z, 0.0)
+    if act == TANH:
+        for k in range(n):
+            t = tanh(z[k])
+            d1[k] = one - t * t
+            a[k] = keep * a[k] + step * t
+    elif act == SIGMOID:
+        for k in range(n):
+            t = sigmoid(z[k])
+            d1[k] = t * (one - t)
+            a[k] = keep * a[k] + step * t
+    elif act == ANTITANH:
+        for k in range(n):
+            t, lc = tanh_logcosh(z[k])
+            d1[k] = t
+            a[k] = keep * a[k] + step * lc
+    else:
+        for k in range(n):
+            x = z[k]
+            d1[k] = sigmoid(x)
+            a[k] = keep * a[k] + step * softplus(x)
+
+
+@njit(**KERNEL)
+def activate_first(Z, A, D1, S, act, rh, accumulate):
+    """`activate` without σ'' (gradient sweeps: σ'' would be computed and stored for nothing)."""
+    keep = cst(Z, 1.0) if accumulate else cst(Z, 0.0)
+    step = rh if accumulate else cst(Z, 1.0)
+    _activate_first_run(flat(Z, S), flat(A, S), flat(D1, S), S * Z.shape[1], act, keep, step, not accumulate)
+
+
+@njit(inline="always", **KERNEL)
 def _activate_value_run(z, a, n, act, keep, step, zero_first):
     """`activate_value` on ``n`` contiguous elements of 1-d views."""
     if zero_first:

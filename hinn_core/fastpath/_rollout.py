@@ -360,7 +360,9 @@ def step(integ, mdl, X, Xn, hs, S, ws, fw, sw, Hb, cached):
 
 
 @njit(inline="always", **JIT)
-def _workspaces(net, n, S, dtype_like):
+def _sweep_workspaces(net, n, S, dtype_like):
+    """Workspaces of the network sweeps on ``S`` rows: the trunks' ``ws`` (`_trunk`) and the
+    field's ``fw`` (`_field`)."""
     W0, Wr, Wo = net[0], net[3], net[6]
     din, w = W0.shape[1], W0.shape[2]
     L = Wr.shape[1]
@@ -372,6 +374,15 @@ def _workspaces(net, n, S, dtype_like):
     m = 2 * n
     fw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty(S, dt), np.empty(S, dt), np.empty((S, m, m), dt),
           np.empty((S, mo), dt), np.empty((S, mo, m), dt))
+    return ws, fw
+
+
+@njit(inline="always", **JIT)
+def _workspaces(net, n, S, dtype_like):
+    """`_sweep_workspaces` and the integrators' ``sw`` (stages, Newton's matrices)."""
+    ws, fw = _sweep_workspaces(net, n, S, dtype_like)
+    dt = dtype_like.dtype
+    m = 2 * n
     sw = (np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt), np.empty((S, m), dt),
           np.empty((S, m), dt), np.empty((S, m, m), dt), np.empty((m, m), dt), np.empty(m, dt),
           np.empty((m, m), dt), np.empty(S, np.bool_), np.empty((S, m), dt), np.empty(S, dt), np.empty((S, n), dt),
@@ -436,7 +447,7 @@ def rollout(net, nrm, cfg, par, q0, p0, h, qout, pout, Hout, block, blk0, blk1, 
     deferred = arch == fd.SEPARABLE and (integ == SYMPLECTIC_EULER or integ == LEAPFROG)
     # implicit midpoint in prediction starts Newton from history, not from the rates at x: H after
     deferred_all = integ == IMPLICIT_MIDPOINT and cfg[8] != 0
-    ws2, fw2, _ = _workspaces(net, n, POST_ROWS if deferred or deferred_all else 1, q0)
+    ws2, fw2 = _sweep_workspaces(net, n, POST_ROWS if deferred or deferred_all else 1, q0)
     Xpost = np.empty((POST_ROWS if deferred_all else 1, m), q0.dtype)
     Hpost = np.empty(POST_ROWS if deferred_all else 1, q0.dtype)
     X0 = np.empty((block, m), q0.dtype)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from hinn_core.fastpath._math import KERNEL, activate, activate_value, cst, flat
+from hinn_core.fastpath._math import KERNEL, activate, activate_first, activate_value, cst, flat
 
 
 @njit(inline="always", **KERNEL)
@@ -116,19 +116,32 @@ def matmul_bias(A, K, b, Z, R):
 
 
 @njit(inline="always", **KERNEL)
-def forward(net, t, act, rh, U, S, ws):
-    """Hidden state ``A`` of rows ``s < S``; σ'(z_l), σ''(z_l) into ``D1[l], D2[l]``."""
+def _activate_layer(Z, A, D1, D2, S, act, rh, accumulate, order):
+    """A layer's activation with the derivatives up to ``order`` (0: value, 1: σ', 2: σ'')."""
+    if order == 2:
+        activate(Z, A, D1, D2, S, act, rh, accumulate)
+    elif order == 1:
+        activate_first(Z, A, D1, S, act, rh, accumulate)
+    else:
+        activate_value(Z, A, S, act, rh, accumulate)
+
+
+@njit(inline="always", **KERNEL)
+def forward(net, t, act, rh, U, S, ws, order):
+    """Hidden state ``A`` of rows ``s < S``; σ'(z_l), σ''(z_l) into ``D1[l], D2[l]`` as far as
+    ``order`` asks (a literal at every call, so the choice compiles away): gradient sweeps read
+    σ' only, and only the Hessian sweep reads σ''."""
     Z, A, D1, D2 = ws[0], ws[1], ws[2], ws[3]
     Wr, br = net[3][t], net[4][t]
     matmul_bias(U, net[0][t], net[1][t], Z, S)
-    activate(Z, A, D1[0], D2[0], S, act, rh, False)
+    _activate_layer(Z, A, D1[0], D2[0], S, act, rh, False, order)
     for layer in range(Wr.shape[0]):
         b = br[layer]
         for s in range(S):
             for j in range(b.shape[0]):
                 Z[s, j] = b[j]
         matmul(A, Wr[layer], Z, S, True)
-        activate(Z, A, D1[layer + 1], D2[layer + 1], S, act, rh, True)
+        _activate_layer(Z, A, D1[layer + 1], D2[layer + 1], S, act, rh, True, order)
 
 
 @njit(inline="always", **KERNEL)
@@ -140,17 +153,7 @@ def outputs(net, t, S, ws, F):
 @njit(**KERNEL)
 def value(net, t, act, rh, U, S, ws, val):
     """Output of a scalar trunk, ``val: (S,)`` (the forward pass without the activations' derivatives)."""
-    Z, A = ws[0], ws[1]
-    Wr, br = net[3][t], net[4][t]
-    matmul_bias(U, net[0][t], net[1][t], Z, S)
-    activate_value(Z, A, S, act, rh, False)
-    for layer in range(Wr.shape[0]):
-        b = br[layer]
-        for s in range(S):
-            for j in range(b.shape[0]):
-                Z[s, j] = b[j]
-        matmul(A, Wr[layer], Z, S, True)
-        activate_value(Z, A, S, act, rh, True)
+    forward(net, t, act, rh, U, S, ws, 0)
     _scalar_out(net, t, S, ws, val)
 
 
@@ -233,7 +236,7 @@ def _backward_to_first(net, t, rh, S, ws):
 @njit(**KERNEL)
 def grad(net, t, act, rh, U, S, ws, val, gu):
     """Scalar trunk: output ``val: (S,)`` and input gradient ``gu: (S, d)``."""
-    forward(net, t, act, rh, U, S, ws)
+    forward(net, t, act, rh, U, S, ws, 1)
     _scalar_out(net, t, S, ws, val)
     _backward_to_first(net, t, rh, S, ws)
     G, E, D1 = ws[4], ws[5], ws[2]
@@ -288,7 +291,7 @@ def _curvature(jz, m, s, d, HT, H):
 @njit(**KERNEL)
 def grad_hessian(net, t, act, rh, U, S, ws, val, gu, hess):
     """Scalar trunk: output, gradient ``(S, d)`` and Hessian ``(S, d, d)`` in one sweep."""
-    forward(net, t, act, rh, U, S, ws)
+    forward(net, t, act, rh, U, S, ws, 2)
     _scalar_out(net, t, S, ws, val)
     _tangents(net, t, rh, S, ws)
     D1, D2, G, E, JZ, HT = ws[2], ws[3], ws[4], ws[5], ws[7], ws[8]
@@ -316,14 +319,14 @@ def grad_hessian(net, t, act, rh, U, S, ws, val, gu, hess):
 @njit(**KERNEL)
 def vector(net, t, act, rh, U, S, ws, F):
     """Vector trunk output ``F: (S, m)``."""
-    forward(net, t, act, rh, U, S, ws)
+    forward(net, t, act, rh, U, S, ws, 0)
     outputs(net, t, S, ws, F)
 
 
 @njit(**KERNEL)
 def vector_jacobian(net, t, act, rh, U, S, ws, F, jac):
     """Vector trunk output ``F: (S, m)`` and ``jac[s, o, c] = ∂F_o/∂u_c``: ``(S, m, d)``."""
-    forward(net, t, act, rh, U, S, ws)
+    forward(net, t, act, rh, U, S, ws, 1)
     outputs(net, t, S, ws, F)
     _tangents(net, t, rh, S, ws)
     JF = ws[9]

@@ -74,19 +74,24 @@ def test_leapfrog_charges_one_sweep_per_trunk_and_t_s_value_for_h() -> None:
 
 
 def test_activation_timer_runs_the_kernels_pass() -> None:
-    """The timed loop computes what `_math.activate` (and `activate_value`) compute in the rollouts."""
+    """The timed loop computes what `_math.activate_first` (a gradient sweep's layers) and
+    `activate_value` compute in the rollouts."""
     z = np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32)
     rh = np.float32(0.5)
     for derivatives in (True, False):
-        outs = [[np.ones_like(z) for _ in range(3)] for _ in range(2)]
+        outs = [[np.ones_like(z) for _ in range(2)] for _ in range(2)]
         _activate_loop(z, *outs[0], _math.ANTITANH, rh, 1, derivatives)
         if derivatives:
-            _math.activate(z, *outs[1], 8, _math.ANTITANH, rh, True)
+            _math.activate_first(z, *outs[1], 8, _math.ANTITANH, rh, True)
         else:
             _math.activate_value(z, outs[1][0], 8, _math.ANTITANH, rh, True)
         for a, b in zip(*outs, strict=True):
             np.testing.assert_array_equal(a, b)
         assert not np.array_equal(outs[0][0], np.ones_like(z))
+        if derivatives:  # σ′ of log cosh is tanh
+            np.testing.assert_allclose(outs[0][1], np.tanh(z), rtol=2e-6, atol=2e-7)
+        else:
+            assert (outs[0][1] == 1).all()
     with_derivatives, value_only = activation_ns("antitanh", "float32", 32, rows=8, reps=20)
     assert 0 < value_only and 0 < with_derivatives < 1e4
 
@@ -103,7 +108,10 @@ def _row(**kw) -> dict:
 def test_table_says_whether_a_target_lies_above_the_ceiling(empty_report: dict) -> None:
     above, below, none = render_rows([_row(), _row(target_Mss=4.0), _row(target_Mss=None, architecture="hinn")])[2:]
     assert above.endswith("| 45% / 43% | 6 M: **above** the ceiling |")
-    assert "| 42 (22%) / 42 (22%) | 100 / 80 | 190 / 160 | 0.90 / 0.70 (antitanh) | 4.40 / 5.80 |" in above
+    assert ("| 42 (22%) / 42 (22%) | 100 / 80 | 190 / 160 | 0.90 / 0.70 (antitanh; σ, σ′, σ″ / σ) "
+            "| 4.40 / 5.80 |") in above  # rows from before the first-order pass (no activation_pass)
+    new = render_rows([_row(activation_pass="σ, σ′")])[2]  # rows since the first-order pass say so
+    assert "| 0.90 / 0.70 (antitanh; σ, σ′ / σ) |" in new
     assert below.endswith("| 4 M: below the ceiling |")
     assert none.endswith("| — |")
     base = empty_report

@@ -89,9 +89,11 @@ def test_fused_tanh_logcosh_is_bitwise_tanh_and_antitanh(dtype) -> None:
 
 
 @njit(cache=False)
-def _layer(Z, A, D1, D2, S, act, rh, accumulate, value_only):
-    if value_only:
+def _layer(Z, A, D1, D2, S, act, rh, accumulate, order):
+    if order == 0:
         fm.activate_value(Z, A, S, act, rh, accumulate)
+    elif order == 1:
+        fm.activate_first(Z, A, D1, S, act, rh, accumulate)
     else:
         fm.activate(Z, A, D1, D2, S, act, rh, accumulate)
 
@@ -100,16 +102,16 @@ def _layer(Z, A, D1, D2, S, act, rh, accumulate, value_only):
 @pytest.mark.parametrize("act", sorted(fm.ACT_CODES))
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_a_layers_activation_runs_over_exactly_its_rows(dtype, act, accumulate) -> None:
-    """`activate` and `activate_value` run over the block's first ``S`` rows as one flat loop: each
-    element gets σ, σ' and σ'' of its own pre-activation (the resnet step adds ``rh·σ``), and the
-    workspace rows past ``S`` are left as they were."""
+    """`activate`, `activate_first` and `activate_value` run over the block's first ``S`` rows as
+    one flat loop: each element gets σ, σ' and σ'' of its own pre-activation (the resnet step adds
+    ``rh·σ``), as far as each computes them, and the workspace rows past ``S`` are left as they were."""
     rng = np.random.default_rng(len(act))
     rows, S, w, rh = 9, 6, 13, dtype(0.25)  # odd width: no vector loop may assume whole rows
     Z = (3 * rng.standard_normal((rows, w))).astype(dtype)
     A0 = rng.standard_normal((rows, w)).astype(dtype)
     A, D1, D2 = A0.copy(), np.full((rows, w), 7, dtype), np.full((rows, w), 7, dtype)
     code = fm.ACT_CODES[act]
-    _layer(Z, A, D1, D2, S, code, rh, accumulate, False)
+    _layer(Z, A, D1, D2, S, code, rh, accumulate, 2)
     x = torch.tensor(Z[:S].astype(np.float64), requires_grad=True)
     sigma = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": torch.nn.functional.softplus,
              "antitanh": lambda v: torch.logaddexp(v, -v)}[act]  # hessQuik's antiTanh: log(2 cosh)
@@ -124,8 +126,13 @@ def test_a_layers_activation_runs_over_exactly_its_rows(dtype, act, accumulate) 
     np.testing.assert_array_equal(A[S:], A0[S:])
     assert (D1[S:] == 7).all() and (D2[S:] == 7).all()
     Av = A0.copy()
-    _layer(Z, Av, D1, D2, S, code, rh, accumulate, True)
+    _layer(Z, Av, D1, D2, S, code, rh, accumulate, 0)
     np.testing.assert_array_equal(Av, A)  # the value-only pass: the same values, same rows
+    A1, D1f, D2f = A0.copy(), np.full((rows, w), 7, dtype), np.full((rows, w), 7, dtype)
+    _layer(Z, A1, D1f, D2f, S, code, rh, accumulate, 1)
+    np.testing.assert_array_equal(A1, A)  # the first-order pass (gradient sweeps): same values and σ'
+    np.testing.assert_array_equal(D1f, D1)
+    assert (D2f == 7).all()  # σ'' neither computed nor stored
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
