@@ -3,9 +3,11 @@
     python -m bench.perf.kernels          # ~1.5 min on 2 cores
 
 ``Z (+)= A @ K`` for blocks of 16, 64 and 256 rows, widths 32 and 64, float64 and float32, the shapes
-a rollout block and the Hessian tangents have: `_trunk.matmul` (4 rows × 4 rows of K per tile), the
-row-at-a-time loop it replaced (`_trunk._matmul_rows`), and numba's ``np.dot`` into scratch (BLAS
-calls in chunks, as the kernels made before). Prints ns per row and matrix–vector product, and the ratios.
+a rollout block and the Hessian tangents have: `_trunk.matmul` (at these widths the vector tiles of
+`_vectiles`, accumulators in registers), the loop tiles it used before them (`_trunk._matmul_tiles`,
+4 rows × 4 rows of K, accumulators in memory), the row-at-a-time loop those replaced
+(`_trunk._matmul_rows`), and numba's ``np.dot`` into scratch (BLAS calls in chunks, as the kernels
+made before). Prints ns per row and matrix–vector product, and the ratios.
 
 Then a layer's activation (value, σ' and σ'' of a resnet step) for the same shapes: `_math.activate`,
 one flat run over the block's ``rows·w`` elements, against the row-at-a-time loops it replaced
@@ -28,6 +30,12 @@ from hinn_core.fastpath._math import ACT_CODES, TANH, activate, cst, tanh, tanh_
 def _tiled(A, K, Z, R, n):
     for _ in range(n):
         tk.matmul(A, K, Z, R, True)
+
+
+@njit(cache=False)
+def _loop_tiles(A, K, Z, R, n):
+    for _ in range(n):
+        tk._matmul_tiles(A, K, Z, R, True, K.shape[1])
 
 
 @njit(cache=False)
@@ -109,8 +117,9 @@ def _ns_per_row(run, rows: int, budget: float = 0.3) -> float:
 
 
 def main() -> None:
-    print("| dtype | width | rows | tiled (ns/row) | row loop | BLAS | row loop / tiled | BLAS / tiled | max diff |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| dtype | width | rows | matmul (ns/row) | loop tiles | row loop | BLAS | loop tiles / matmul "
+          "| row loop / matmul | BLAS / matmul | max diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for dtype in (np.float64, np.float32):
         for width in (32, 64):
@@ -121,9 +130,11 @@ def main() -> None:
                 Z = np.zeros((rows, width), dtype)
                 tk.matmul(A, K, Z, rows, False)
                 diff = float(np.abs(Z - ref).max())
-                t = [_ns_per_row(partial(fn, A, K, np.zeros_like(Z), rows), rows) for fn in (_tiled, _rows, _blas)]
+                fns = (_tiled, _loop_tiles, _rows, _blas)
+                t = [_ns_per_row(partial(fn, A, K, np.zeros_like(Z), rows), rows) for fn in fns]
                 print(f"| {np.dtype(dtype).name} | {width} | {rows} | {t[0]:.1f} | {t[1]:.1f} | {t[2]:.1f} "
-                      f"| {t[1] / t[0]:.2f}× | {t[2] / t[0]:.2f}× | {diff:.1e} |", flush=True)
+                      f"| {t[3]:.1f} | {t[1] / t[0]:.2f}× | {t[2] / t[0]:.2f}× | {t[3] / t[0]:.2f}× | {diff:.1e} |",
+                      flush=True)
     print()
     print("| dtype | activation | width | rows | flat (ns/row) | row loop | row loop / flat |")
     print("|---|---|---|---|---|---|---|")

@@ -2,9 +2,10 @@
 
 Rows are samples: ``U: (S, d)``. Weights come packed per trunk ``t`` (`hinn_core.fastpath.pack`):
 ``net = (W0, b0, W0T, Wr, br, WrT, Wo, bo)`` with hessQuik's row-vector convention
-``z = u @ K + b``, resnet ``a ← a + rh·σ(a @ K + b)``. Products are register-tiled loops
-(`matmul`: output index innermost, contiguous), which LLVM vectorises without reassociating sums;
-transposed copies (``W0T``, ``WrT``) keep the backward sweep in the same form.
+``z = u @ K + b``, resnet ``a ← a + rh·σ(a @ K + b)``. Products are register tiles (`matmul`:
+vector tiles written in LLVM IR for widths 32 and 64, `_vectiles`; tiled loops with the output
+index innermost otherwise); transposed copies (``W0T``, ``WrT``) keep the backward sweep in the
+same form.
 
 Derivatives mirror the torch paths in `hinn_core.networks.ScalarTrunk`: the input gradient by the
 transposed chain rule; the Hessian as Σ_l J_lᵀ diag(μ_l ⊙ σ''(z_l)) J_l with the Jacobians
@@ -21,6 +22,7 @@ from __future__ import annotations
 from numba import njit
 
 from hinn_core.fastpath._math import KERNEL, activate, activate_first, activate_value, cst, flat
+from hinn_core.fastpath._vectiles import vector_tiles
 
 
 @njit(inline="always", **KERNEL)
@@ -88,19 +90,25 @@ def _matmul_tiles(A, K, Z, R, accumulate, n):
 def matmul(A, K, Z, R, accumulate):
     """``Z[r] (+)= A[r] @ K`` for rows ``r < R`` (``A`` may be wider than ``K`` has rows).
 
-    Tiles of 4 rows × 4 rows of ``K``: each vector of ``K[i]`` loaded once serves four rows, and
-    each load/store of an accumulator vector carries four multiply-adds (the sum is grouped in
-    pairs — round-off only). `python -m bench.perf.kernels`, 16–256 rows, widths 32 and 64, float64
-    and float32: 1.35–2× a row at a time (`_matmul_rows`) and 1.04–2.5× numba's BLAS call (OpenBLAS's
-    small-matrix path, packing included), so the trunks call no BLAS. Widths 32 and 64 get copies
-    with the column count as a literal, so that the inner loops compile to whole vectors with no
-    remainder handling.
+    Widths 32 and 64 from 8 rows on: `_vectiles.vector_tiles` (accumulators in vector registers
+    through the whole sum; the last rows that fill no tile one at a time). `python -m
+    bench.perf.kernels`: 1.4–2.9× the loop tiles below, 2.7–5.5× numba's BLAS call, at 16–256 rows
+    (Zen 5, 2026-11-29). Otherwise loop tiles of 4 rows × 4 rows of ``K``: each vector of ``K[i]``
+    loaded once serves four rows, and each load/store of an accumulator vector carries four
+    multiply-adds (1.35–2× a row at a time, `_matmul_rows`); widths 32 and 64 get copies with the
+    column count as a literal (whole vectors, no remainder handling) for batch 1.
     """
     n = K.shape[1]
     if n == 32:
-        _matmul_tiles(A, K, Z, R, accumulate, 32)
+        if R >= 8:
+            _matmul_rows(A, K, Z, vector_tiles(A, K, Z, R, accumulate, 32), R, accumulate, 32)
+        else:
+            _matmul_tiles(A, K, Z, R, accumulate, 32)
     elif n == 64:
-        _matmul_tiles(A, K, Z, R, accumulate, 64)
+        if R >= 8:
+            _matmul_rows(A, K, Z, vector_tiles(A, K, Z, R, accumulate, 64), R, accumulate, 64)
+        else:
+            _matmul_tiles(A, K, Z, R, accumulate, 64)
     else:
         _matmul_tiles(A, K, Z, R, accumulate, n)
 

@@ -1,0 +1,135 @@
+"""The products' vector tiles (`hinn_core.fastpath._vectiles`) against numpy, and their register budget.
+
+`vector_tiles` is LLVM IR written by hand, so it is checked directly: every width, dtype, row count
+around the tile's size, both modes (overwrite, accumulate), rows past the tiles left untouched,
+inputs wider than ``K``, and the tile's shape as the compiled code chose it for this machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.errors import TypingError
+
+from hinn_core.fastpath import _trunk
+from hinn_core.fastpath._vectiles import WIDTHS, register_budget, tile_shape, vector_tiles
+from hinn_core.fastpath.vectorwidth import active_features
+
+
+@njit(cache=False)
+def _tiles32(A, K, Z, R, accumulate):
+    return vector_tiles(A, K, Z, R, accumulate, 32)
+
+
+@njit(cache=False)
+def _tiles64(A, K, Z, R, accumulate):
+    return vector_tiles(A, K, Z, R, accumulate, 64)
+
+
+TILES = {32: _tiles32, 64: _tiles64}
+TOL = {np.float64: 1e-13, np.float32: 2e-5}
+
+
+def _rows_per_tile(dtype, width: int) -> int:
+    return tile_shape(active_features(), np.dtype(dtype).itemsize, width)[0]
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize(("extra_rows", "m"), [(0, 32), (5, 64), (-1, 2), (1, 7), (3, 1)])
+def test_tiles_match_numpy_and_leave_the_other_rows_alone(extra_rows: int, m: int, width: int, dtype,
+                                                           accumulate: bool) -> None:
+    rt = _rows_per_tile(dtype, width)
+    R = max(0, 2 * rt + extra_rows)  # two tiles and a tail (or one row short of two tiles)
+    rng = np.random.default_rng(R * 1000 + m)
+    A = rng.standard_normal((R + 2, m + 3)).astype(dtype)  # wider than K: only the first m columns count
+    K = rng.standard_normal((m, width)).astype(dtype)
+    Z0 = rng.standard_normal((R + 2, width)).astype(dtype)
+    Z = Z0.copy()
+    done = TILES[width](A, K, Z, R, accumulate)
+    assert done == R - R % rt
+    exact = A[:done, :m].astype(np.float64) @ K.astype(np.float64)
+    if accumulate:
+        exact += Z0[:done]
+    scale = max(1.0, float(np.abs(exact).max()))
+    np.testing.assert_allclose(Z[:done], exact, rtol=0, atol=TOL[dtype] * scale)
+    np.testing.assert_array_equal(Z[done:], Z0[done:])  # the tail is the caller's (`matmul`'s row loop)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_each_output_is_the_in_order_multiply_add_chain(dtype) -> None:
+    """In float32 each step ``z ← fma(a_i, k_i, z)`` rounds once: float64 arithmetic (the product of
+    two floats is exact there) rounded to float32 after every step reproduces the chain, barring a
+    double rounding these inputs do not hit. A reordered or split sum would not match bitwise."""
+    rt = _rows_per_tile(dtype, 32)
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((rt, 32)).astype(dtype)
+    K = rng.standard_normal((32, 32)).astype(dtype)
+    Z = np.zeros((rt, 32), dtype)
+    _tiles32(A, K, Z, rt, False)
+    if dtype is np.float32:
+        chain = np.zeros((rt, 32), np.float32)
+        for i in range(32):
+            chain = (np.float64(1) * A[:, i:i + 1] * K[i] + chain).astype(np.float32)
+        np.testing.assert_array_equal(Z, chain)
+    else:
+        np.testing.assert_allclose(Z, A @ K, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("R", [1, 7, 8, 21, 64])
+def test_matmul_takes_the_tiles_and_its_row_loop_for_the_rest(dtype, R: int) -> None:
+    rng = np.random.default_rng(R)
+    for width in (32, 64, 48):  # 48: no vector tiles, the loop tiles alone
+        A = rng.standard_normal((R, 40)).astype(dtype)
+        K = rng.standard_normal((40, width)).astype(dtype)
+        Z = np.full((R, width), 7.0, dtype)
+        _trunk.matmul(A, K, Z, R, False)
+        np.testing.assert_allclose(Z, A.astype(np.float64) @ K, rtol=0, atol=TOL[dtype] * 40)
+        Z2 = np.ones((R, width), dtype)
+        _trunk.matmul(A, K, Z2, R, True)
+        np.testing.assert_allclose(Z2, 1.0 + A.astype(np.float64) @ K, rtol=0, atol=TOL[dtype] * 40)
+
+
+def test_register_budget_follows_the_targets_vector_registers() -> None:
+    assert register_budget("+avx2,+avx,+fma,+avx512f,-prefer-256-bit") == (64, 16)
+    assert register_budget("+avx2,+avx,+avx512f,+prefer-256-bit") == (32, 16)  # ymm halves of 32 registers
+    assert register_budget("+avx2,+avx,+fma,-avx512f") == (32, 8)  # 16 ymm registers
+    assert register_budget("+sse2,-avx") == (16, 8)
+    assert register_budget("") == (16, 8)  # unknown features: the smallest budget
+
+
+@pytest.mark.parametrize(("features", "itemsize", "width", "shape"), [
+    ("+avx512f", 4, 32, (8, 32)),  # 2 zmm per row, 8 rows: 16 accumulators
+    ("+avx512f", 8, 64, (8, 16)),
+    ("+avx512f,+prefer-256-bit", 4, 64, (8, 16)),
+    ("+avx,+avx2", 4, 32, (4, 16)),  # 8 of 16 ymm registers
+    ("+avx,+avx2", 8, 32, (4, 8)),
+    ("+sse2", 8, 32, (4, 4)),
+])
+def test_tile_shape_keeps_accumulators_within_half_the_registers(features: str, itemsize: int, width: int,
+                                                                 shape: tuple[int, int]) -> None:
+    assert tile_shape(features, itemsize, width) == shape
+    vbytes, regs = register_budget(features)
+    rt, nc = shape
+    assert rt * nc * itemsize <= regs * vbytes and width % nc == 0
+
+
+def test_bad_arguments_are_refused_when_compiling() -> None:
+    @njit(cache=False)
+    def width16(A, K, Z):
+        return vector_tiles(A, K, Z, 4, False, 16)
+
+    @njit(cache=False)
+    def strided(A, K, Z):
+        return vector_tiles(A[:, ::2], K, Z, 4, False, 32)
+
+    A, K, Z = np.ones((8, 64)), np.ones((32, 32)), np.ones((8, 32))
+    with pytest.raises(TypingError, match="width must be one of"):
+        width16(A, K[:, :16].copy(), Z[:, :16].copy())
+    with pytest.raises(TypingError, match="C-contiguous"):
+        strided(A, K, Z)
+    with pytest.raises(TypingError, match="one float dtype"):
+        _tiles32(A.astype(np.float32), K, Z, 8, False)
