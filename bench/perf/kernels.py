@@ -2,12 +2,13 @@
 
     python -m bench.perf.kernels          # ~1.5 min on 2 cores
 
-``Z (+)= A @ K`` for blocks of 16, 64 and 256 rows, widths 32 and 64, float64 and float32, the shapes
-a rollout block and the Hessian tangents have: `_trunk.matmul` (at these widths the vector tiles of
-`_vectiles`, accumulators in registers), the loop tiles it used before them (`_trunk._matmul_tiles`,
-4 rows × 4 rows of K, accumulators in memory), the row-at-a-time loop those replaced
-(`_trunk._matmul_rows`), and numba's ``np.dot`` into scratch (BLAS calls in chunks, as the kernels
-made before). Prints ns per row and matrix–vector product, and the ratios.
+``Z (+)= A @ K`` for 1 and 5 rows (batch 1, a short tail) and blocks of 16, 64 and 256 rows, widths
+32 and 64, float64 and float32, the shapes a rollout block and the Hessian tangents have:
+`_trunk.matmul` (at these widths the vector tiles and rows of `_vectiles`, accumulators in
+registers), the loop tiles it used before them (`_trunk._matmul_tiles`, 4 rows × 4 rows of K,
+accumulators in memory), the row-at-a-time loop those replaced (`_trunk._matmul_rows`), and numba's
+``np.dot`` into scratch (BLAS calls in chunks, as the kernels made before). Prints ns per row and
+matrix–vector product, and the ratios.
 
 Then a layer's activation (value, σ' and σ'' of a resnet step) for the same shapes: `_math.activate`,
 one flat run over the block's ``rows·w`` elements, against the row-at-a-time loops it replaced
@@ -123,7 +124,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for dtype in (np.float64, np.float32):
         for width in (32, 64):
-            for rows in (16, 64, 256):
+            for rows in (1, 5, 16, 64, 256):
                 A = rng.standard_normal((rows, width)).astype(dtype)
                 K = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(dtype)
                 ref = A.astype(np.float64) @ K.astype(np.float64)

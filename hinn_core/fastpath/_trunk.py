@@ -3,8 +3,8 @@
 Rows are samples: ``U: (S, d)``. Weights come packed per trunk ``t`` (`hinn_core.fastpath.pack`):
 ``net = (W0, b0, W0T, Wr, br, WrT, Wo, bo)`` with hessQuik's row-vector convention
 ``z = u @ K + b``, resnet ``a ← a + rh·σ(a @ K + b)``. Products are register tiles (`matmul`:
-vector tiles written in LLVM IR for widths 32 and 64, `_vectiles`; tiled loops with the output
-index innermost otherwise); transposed copies (``W0T``, ``WrT``) keep the backward sweep in the
+vector tiles and rows written in LLVM IR for widths 32 and 64, `_vectiles`; tiled loops with the
+output index innermost otherwise); transposed copies (``W0T``, ``WrT``) keep the backward sweep in the
 same form.
 
 Derivatives mirror the torch paths in `hinn_core.networks.ScalarTrunk`: the input gradient by the
@@ -22,7 +22,7 @@ from __future__ import annotations
 from numba import njit
 
 from hinn_core.fastpath._math import KERNEL, activate, activate_first, activate_value, cst, flat
-from hinn_core.fastpath._vectiles import vector_tiles
+from hinn_core.fastpath._vectiles import vector_row, vector_tiles
 
 
 @njit(inline="always", **KERNEL)
@@ -90,25 +90,20 @@ def _matmul_tiles(A, K, Z, R, accumulate, n):
 def matmul(A, K, Z, R, accumulate):
     """``Z[r] (+)= A[r] @ K`` for rows ``r < R`` (``A`` may be wider than ``K`` has rows).
 
-    Widths 32 and 64 from 8 rows on: `_vectiles.vector_tiles` (accumulators in vector registers
-    through the whole sum; the last rows that fill no tile one at a time). `python -m
-    bench.perf.kernels`: 1.4–2.9× the loop tiles below, 2.7–5.5× numba's BLAS call, at 16–256 rows
-    (Zen 5, 2026-11-29). Otherwise loop tiles of 4 rows × 4 rows of ``K``: each vector of ``K[i]``
-    loaded once serves four rows, and each load/store of an accumulator vector carries four
-    multiply-adds (1.35–2× a row at a time, `_matmul_rows`); widths 32 and 64 get copies with the
-    column count as a literal (whole vectors, no remainder handling) for batch 1.
+    Widths 32 and 64: `_vectiles.vector_tiles` for the rows that fill whole tiles (accumulators in
+    vector registers through the whole sum), `_vectiles.vector_row` for the rest (batch 1).
+    `python -m bench.perf.kernels`: 1.4–2.9× the loop tiles below, 2.7–5.5× numba's BLAS call, at
+    16–256 rows (Zen 5, 2026-11-29). Other widths: loop tiles of 4 rows × 4 rows of ``K`` (each
+    vector of ``K[i]`` loaded once serves four rows, each load/store of an accumulator vector carries
+    four multiply-adds; 1.35–2× a row at a time, `_matmul_rows`).
     """
     n = K.shape[1]
     if n == 32:
-        if R >= 8:
-            _matmul_rows(A, K, Z, vector_tiles(A, K, Z, R, accumulate, 32), R, accumulate, 32)
-        else:
-            _matmul_tiles(A, K, Z, R, accumulate, 32)
+        for r in range(vector_tiles(A, K, Z, R, accumulate, 32), R):
+            vector_row(A, K, Z, r, accumulate, 32)
     elif n == 64:
-        if R >= 8:
-            _matmul_rows(A, K, Z, vector_tiles(A, K, Z, R, accumulate, 64), R, accumulate, 64)
-        else:
-            _matmul_tiles(A, K, Z, R, accumulate, 64)
+        for r in range(vector_tiles(A, K, Z, R, accumulate, 64), R):
+            vector_row(A, K, Z, r, accumulate, 64)
     else:
         _matmul_tiles(A, K, Z, R, accumulate, n)
 

@@ -8,10 +8,14 @@ vector load of ``K[i]`` serving ``RT`` broadcast multiply-adds (``llvm.fma``), a
 output vector at the end. Each output element is the plain multiply-add chain
 ``z ← fma(a_i, k_i, z)`` over ``i`` in order (round-off differs from `matmul`'s paired sums only).
 
-The tile fits the target's vector registers (`tile_shape`), read from the features numba compiles
-for: half of the register file holds accumulators (AVX-512: 32 × 64-byte registers, or 32-byte
-ones where LLVM is told to prefer 256-bit vectors; AVX2 and older: 16 × 32 or 16 bytes).
-`python -m bench.perf.kernels` compares it with `matmul`'s tiles.
+`vector_row` does one row (batch 1, and the rows no tile covers): there the chain over ``i`` is
+split into up to four independent ones (``i mod P``, added pairwise at the end), since a row has
+too few vectors to hide the multiply-add latency otherwise.
+
+Tiles and rows fit the target's vector registers (`tile_shape`, `row_shape`), read from the
+features numba compiles for: half of the register file holds accumulators (AVX-512: 32 × 64-byte
+registers, or 32-byte ones where LLVM is told to prefer 256-bit vectors; AVX2 and older: 16 × 32
+or 16 bytes). `python -m bench.perf.kernels` compares them with the loop tiles.
 """
 
 from __future__ import annotations
@@ -53,6 +57,70 @@ def _features(context) -> str:
         return ""
 
 
+def _check(A, K, Z, width: int) -> None:
+    """Typing-time checks shared by the intrinsics (a `TypingError` names the argument)."""
+    if width not in WIDTHS:
+        raise TypingError(f"vector tiles: width must be one of {WIDTHS}, got {width}")
+    for name, ary in (("A", A), ("K", K), ("Z", Z)):
+        if not (isinstance(ary, types.Array) and ary.ndim == 2 and ary.layout == "C"):
+            raise TypingError(f"vector tiles: {name} must be a 2-d C-contiguous array, got {ary}")
+    if not (A.dtype == K.dtype == Z.dtype and isinstance(Z.dtype, types.Float)):
+        raise TypingError(f"vector tiles: one float dtype expected, got {A.dtype}, {K.dtype}, {Z.dtype}")
+
+
+class _Emitter:
+    """The IR pieces both intrinsics emit: element addresses, ``NC``-wide vector loads, broadcast
+    multiply-adds into an accumulator slot (an alloca that LLVM promotes to a register)."""
+
+    def __init__(self, context, builder, sig, args, shape) -> None:
+        self.builder = builder
+        self.arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3], strict=True)]
+        self.T = context.get_value_type(sig.args[2].dtype)
+        self.itemsize = context.get_abi_sizeof(self.T)
+        self.lead, self.nc = shape(_features(context), self.itemsize)
+        self.VT = ir.VectorType(self.T, self.nc)
+        self.intp = context.get_value_type(types.intp)
+        self.zero = ir.Constant(self.VT, None)
+        self.strides = [cgutils.unpack_tuple(builder, a.strides, 2)[0] for a in self.arrays]
+        self.m = cgutils.unpack_tuple(builder, self.arrays[1].shape, 2)[0]  # K's rows
+        self._fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(self.VT, [self.VT] * 3),
+                                                   f"llvm.fma.v{self.nc}f{8 * self.itemsize}")
+        self._undef = ir.Constant(self.VT, ir.Undefined)
+        self._splat = ir.Constant(ir.VectorType(ir.IntType(32), self.nc), [0] * self.nc)
+
+    def const(self, v: int):
+        return ir.Constant(self.intp, v)
+
+    def address(self, which: int, row, col, vector: bool):
+        """Pointer to ``(A, K, Z)[which][row, col]``, as a vector or a scalar pointer."""
+        b = self.builder
+        offset = b.add(b.mul(row, self.strides[which]), b.mul(col, self.const(self.itemsize)))
+        raw = b.gep(b.bitcast(self.arrays[which].data, ir.IntType(8).as_pointer()), [offset])
+        return b.bitcast(raw, (self.VT if vector else self.T).as_pointer())
+
+    def load_k(self, i, col):
+        return self.builder.load(self.address(1, i, col, True), align=self.itemsize)
+
+    def start(self, slot, row, col, keep, from_z: bool) -> None:
+        """Set an accumulator to ``Z[row, col:col+NC]`` (when accumulating) or to zero."""
+        value = self.zero
+        if from_z:
+            value = self.builder.select(keep, self.builder.load(self.address(2, row, col, True), align=self.itemsize),
+                                        self.zero)
+        self.builder.store(value, slot)
+
+    def fma_into(self, slot, row, i, kv) -> None:
+        """``slot ← fma(broadcast(A[row, i]), kv, slot)``."""
+        b = self.builder
+        a = b.load(self.address(0, row, i, False))
+        first = b.insert_element(self._undef, a, ir.Constant(ir.IntType(32), 0))
+        av = b.shuffle_vector(first, self._undef, self._splat)
+        b.store(b.call(self._fma, [av, kv, b.load(slot)]), slot)
+
+    def finish(self, value, row, col) -> None:
+        self.builder.store(value, self.address(2, row, col, True), align=self.itemsize)
+
+
 @intrinsic(prefer_literal=True)
 def vector_tiles(typingctx, A, K, Z, R, accumulate, N):
     """``Z[r] (+)= A[r] @ K`` for the rows ``r`` < ``R`` that fill whole tiles; returns how many
@@ -61,59 +129,76 @@ def vector_tiles(typingctx, A, K, Z, R, accumulate, N):
     if not isinstance(N, types.IntegerLiteral):
         return None
     width = N.literal_value
-    if width not in WIDTHS:
-        raise TypingError(f"vector_tiles: width must be one of {WIDTHS}, got {width}")
-    for name, ary in (("A", A), ("K", K), ("Z", Z)):
-        if not (isinstance(ary, types.Array) and ary.ndim == 2 and ary.layout == "C"):
-            raise TypingError(f"vector_tiles: {name} must be a 2-d C-contiguous array, got {ary}")
-    if not (A.dtype == K.dtype == Z.dtype and isinstance(Z.dtype, types.Float)):
-        raise TypingError(f"vector_tiles: one float dtype expected, got {A.dtype}, {K.dtype}, {Z.dtype}")
+    _check(A, K, Z, width)
 
     def codegen(context, builder, sig, args):
-        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3], strict=True)]
-        aA, aK, aZ = arrays
+        e = _Emitter(context, builder, sig, args, lambda f, size: tile_shape(f, size, width))
         rows = context.cast(builder, args[3], sig.args[3], types.intp)
         keep = context.cast(builder, args[4], sig.args[4], types.boolean)
-        T = context.get_value_type(sig.args[2].dtype)
-        itemsize = context.get_abi_sizeof(T)
-        rt, nc = tile_shape(_features(context), itemsize, width)
-        VT = ir.VectorType(T, nc)
-        intp = context.get_value_type(types.intp)
-        i8p = ir.IntType(8).as_pointer()
-        const = lambda v: ir.Constant(intp, v)  # noqa: E731
-
-        def row_stride(ary):
-            return cgutils.unpack_tuple(builder, ary.strides, 2)[0]
-
-        sA, sK, sZ = (row_stride(a) for a in arrays)
-
-        def element(ary, stride, row, col, ty):
-            offset = builder.add(builder.mul(row, stride), builder.mul(col, const(itemsize)))
-            return builder.bitcast(builder.gep(builder.bitcast(ary.data, i8p), [offset]), ty.as_pointer())
-
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(VT, [VT, VT, VT]),
-                                             f"llvm.fma.v{nc}f{8 * itemsize}")
-        undef = ir.Constant(VT, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), nc), [0] * nc)
-        zero_i32 = ir.Constant(ir.IntType(32), 0)
-        slots = [cgutils.alloca_once(builder, VT) for _ in range(rt)]
-        m = cgutils.unpack_tuple(builder, aK.shape, 2)[0]
-        done = builder.mul(builder.sdiv(rows, const(rt)), const(rt))
-        with cgutils.for_range_slice(builder, const(0), done, const(rt), intp) as (r, _):
-            for c0 in range(0, width, nc):
-                col = const(c0)
-                outs = [element(aZ, sZ, builder.add(r, const(k)), col, VT) for k in range(rt)]
-                for slot, out in zip(slots, outs, strict=True):
-                    builder.store(builder.select(keep, builder.load(out, align=itemsize), ir.Constant(VT, None)), slot)
-                with cgutils.for_range(builder, m) as loop:
-                    i = loop.index
-                    kv = builder.load(element(aK, sK, i, col, VT), align=itemsize)
-                    for k, slot in enumerate(slots):
-                        a = builder.load(element(aA, sA, builder.add(r, const(k)), i, T))
-                        av = builder.shuffle_vector(builder.insert_element(undef, a, zero_i32), undef, splat)
-                        builder.store(builder.call(fma, [av, kv, builder.load(slot)]), slot)
-                for slot, out in zip(slots, outs, strict=True):
-                    builder.store(builder.load(slot), out, align=itemsize)
+        rt = e.lead
+        slots = [cgutils.alloca_once(builder, e.VT) for _ in range(rt)]
+        done = builder.mul(builder.sdiv(rows, e.const(rt)), e.const(rt))
+        with cgutils.for_range_slice(builder, e.const(0), done, e.const(rt), e.intp) as (r, _):
+            tile_rows = [builder.add(r, e.const(k)) for k in range(rt)]
+            for c0 in range(0, width, e.nc):
+                col = e.const(c0)
+                for slot, row in zip(slots, tile_rows, strict=True):
+                    e.start(slot, row, col, keep, True)
+                with cgutils.for_range(builder, e.m) as loop:
+                    kv = e.load_k(loop.index, col)
+                    for slot, row in zip(slots, tile_rows, strict=True):
+                        e.fma_into(slot, row, loop.index, kv)
+                for slot, row in zip(slots, tile_rows, strict=True):
+                    e.finish(builder.load(slot), row, col)
         return done
 
     return types.intp(A, K, Z, R, accumulate, N), codegen
+
+
+def row_shape(features: str, itemsize: int, width: int) -> tuple[int, int]:
+    """(partial sums P, columns NC) of `vector_row`: the whole row in one pass where two chains of
+    it fit the accumulator budget (each ``A[r, i]`` broadcast once), else chunks of two registers;
+    up to four independent chains over ``K``'s rows."""
+    vbytes, regs = register_budget(features)
+    lanes = vbytes // itemsize
+    nc = width if 2 * max(1, width // lanes) <= regs else min(width, 2 * lanes)
+    per_chain = max(1, nc // lanes)
+    return max(1, min(4, regs // per_chain)), nc
+
+
+@intrinsic(prefer_literal=True)
+def vector_row(typingctx, A, K, Z, r, accumulate, N):
+    """``Z[r] (+)= A[r] @ K`` for one row (batch 1, and the rows `vector_tiles` leaves): the sum over
+    ``K``'s rows split into ``P`` independent chains (``i mod P``, added pairwise at the end), since
+    one chain of dependent multiply-adds on a row's few vectors would wait on each one's latency.
+    Arguments as `vector_tiles`."""
+    if not isinstance(N, types.IntegerLiteral):
+        return None
+    width = N.literal_value
+    _check(A, K, Z, width)
+
+    def codegen(context, builder, sig, args):
+        e = _Emitter(context, builder, sig, args, lambda f, size: row_shape(f, size, width))
+        row = context.cast(builder, args[3], sig.args[3], types.intp)
+        keep = context.cast(builder, args[4], sig.args[4], types.boolean)
+        parts = e.lead
+        slots = [cgutils.alloca_once(builder, e.VT) for _ in range(parts)]
+        whole = builder.mul(builder.sdiv(e.m, e.const(parts)), e.const(parts))
+        for c0 in range(0, width, e.nc):
+            col = e.const(c0)
+            for p, slot in enumerate(slots):
+                e.start(slot, row, col, keep, p == 0)
+            with cgutils.for_range_slice(builder, e.const(0), whole, e.const(parts), e.intp) as (i0, _):
+                for p, slot in enumerate(slots):
+                    i = builder.add(i0, e.const(p))
+                    e.fma_into(slot, row, i, e.load_k(i, col))
+            with cgutils.for_range_slice(builder, whole, e.m, e.const(1), e.intp) as (i, _):
+                e.fma_into(slots[0], row, i, e.load_k(i, col))
+            sums = [builder.load(slot) for slot in slots]
+            while len(sums) > 1:  # pairwise: (s0 + s1) + (s2 + s3)
+                sums = [builder.fadd(sums[k], sums[k + 1]) if k + 1 < len(sums) else sums[k]
+                        for k in range(0, len(sums), 2)]
+            e.finish(sums[0], row, col)
+        return context.get_dummy_value()
+
+    return types.none(A, K, Z, r, accumulate, N), codegen

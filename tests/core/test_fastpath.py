@@ -321,7 +321,7 @@ def test_a_failed_background_warm_up_leaves_predictions_on_torch(monkeypatch: py
     np.testing.assert_array_equal(predict(model, q0, p0, times).q, ref.q)
 
 
-@pytest.mark.parametrize("batch", [1, 7, 21])  # a lone row, 4-row loop tiles + 3, vector tiles (`_vectiles`) + a tail
+@pytest.mark.parametrize("batch", [1, 7, 21])  # a lone vector row, 7 rows (fewer than a tile), tiles + rows
 @pytest.mark.parametrize("width", [32, 64])  # `_trunk.matmul`'s copies with a literal column count
 @pytest.mark.parametrize(("arch", "integrator"), [("hinn", "rk4"), ("hinn-separable", "leapfrog"),
                                                   ("hinn", "implicit_midpoint")])

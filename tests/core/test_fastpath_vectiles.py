@@ -1,8 +1,10 @@
-"""The products' vector tiles (`hinn_core.fastpath._vectiles`) against numpy, and their register budget.
+"""The products' vector tiles and rows (`hinn_core.fastpath._vectiles`) against numpy, and their
+register budget.
 
-`vector_tiles` is LLVM IR written by hand, so it is checked directly: every width, dtype, row count
+Both are LLVM IR written by hand, so they are checked directly: every width, dtype, row count
 around the tile's size, both modes (overwrite, accumulate), rows past the tiles left untouched,
-inputs wider than ``K``, and the tile's shape as the compiled code chose it for this machine.
+inputs wider than ``K``, the order of each output's multiply-adds (bitwise, in float32), and the
+shapes as the compiled code chose them for this machine.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from numba import njit
 from numba.core.errors import TypingError
 
 from hinn_core.fastpath import _trunk
-from hinn_core.fastpath._vectiles import WIDTHS, register_budget, tile_shape, vector_tiles
+from hinn_core.fastpath._vectiles import WIDTHS, register_budget, row_shape, tile_shape, vector_row, vector_tiles
 from hinn_core.fastpath.vectorwidth import active_features
 
 
@@ -27,7 +29,18 @@ def _tiles64(A, K, Z, R, accumulate):
     return vector_tiles(A, K, Z, R, accumulate, 64)
 
 
+@njit(cache=False)
+def _row32(A, K, Z, r, accumulate):
+    vector_row(A, K, Z, r, accumulate, 32)
+
+
+@njit(cache=False)
+def _row64(A, K, Z, r, accumulate):
+    vector_row(A, K, Z, r, accumulate, 64)
+
+
 TILES = {32: _tiles32, 64: _tiles64}
+ROWS = {32: _row32, 64: _row64}
 TOL = {np.float64: 1e-13, np.float32: 2e-5}
 
 
@@ -78,6 +91,49 @@ def test_each_output_is_the_in_order_multiply_add_chain(dtype) -> None:
         np.testing.assert_allclose(Z, A @ K, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("m", [1, 2, 7, 32, 64, 67])  # whole groups of P chains, and remainders
+def test_a_row_matches_numpy_and_leaves_the_other_rows_alone(m: int, width: int, dtype, accumulate: bool) -> None:
+    rng = np.random.default_rng(m + width)
+    A = rng.standard_normal((3, m + 2)).astype(dtype)
+    K = rng.standard_normal((m, width)).astype(dtype)
+    Z0 = rng.standard_normal((3, width)).astype(dtype)
+    Z = Z0.copy()
+    ROWS[width](A, K, Z, 1, accumulate)
+    exact = A[1, :m].astype(np.float64) @ K.astype(np.float64) + (Z0[1] if accumulate else 0.0)
+    np.testing.assert_allclose(Z[1], exact, rtol=0, atol=TOL[dtype] * max(1.0, float(np.abs(exact).max())))
+    np.testing.assert_array_equal(Z[[0, 2]], Z0[[0, 2]])
+
+
+@pytest.mark.parametrize("m", [32, 35])
+def test_a_rows_sum_runs_in_independent_chains_added_pairwise(m: int) -> None:
+    """float32, bitwise: chain ``p`` takes ``i ≡ p (mod P)`` over whole groups of ``P`` (the
+    remainder goes on chain 0, which starts from ``Z`` when accumulating), then
+    ``(c0 + c1) + (c2 + c3)``; each step rounds once (see the tiles' chain test)."""
+    parts = row_shape(active_features(), 4, 32)[0]
+    rng = np.random.default_rng(7)
+    A = rng.standard_normal((1, m)).astype(np.float32)
+    K = rng.standard_normal((m, 32)).astype(np.float32)
+    Z0 = rng.standard_normal((1, 32)).astype(np.float32)
+    Z = Z0.copy()
+    _row32(A, K, Z, 0, True)
+
+    def step(z, i):
+        return (np.float64(1) * A[0, i] * K[i] + z).astype(np.float32)
+
+    chains = [Z0[0].copy()] + [np.zeros(32, np.float32) for _ in range(parts - 1)]
+    whole = m - m % parts
+    for i in range(whole):
+        chains[i % parts] = step(chains[i % parts], i)
+    for i in range(whole, m):
+        chains[0] = step(chains[0], i)
+    while len(chains) > 1:
+        chains = [chains[k] + chains[k + 1] if k + 1 < len(chains) else chains[k] for k in range(0, len(chains), 2)]
+    np.testing.assert_array_equal(Z[0], chains[0])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("R", [1, 7, 8, 21, 64])
 def test_matmul_takes_the_tiles_and_its_row_loop_for_the_rest(dtype, R: int) -> None:
@@ -117,6 +173,21 @@ def test_tile_shape_keeps_accumulators_within_half_the_registers(features: str, 
     assert rt * nc * itemsize <= regs * vbytes and width % nc == 0
 
 
+@pytest.mark.parametrize(("features", "itemsize", "width", "shape"), [
+    ("+avx512f", 4, 32, (4, 32)),  # the whole row: 2 zmm per chain, 4 chains
+    ("+avx512f", 8, 64, (2, 64)),  # the whole row: 8 zmm per chain, 2 chains
+    ("+avx,+avx2", 4, 32, (2, 32)),  # 4 ymm per chain, 2 chains
+    ("+avx,+avx2", 8, 64, (4, 8)),  # 16 ymm would not fit: chunks of 2 ymm, 4 chains
+    ("+sse2", 8, 32, (4, 4)),
+])
+def test_row_shape_keeps_its_chains_within_half_the_registers(features: str, itemsize: int, width: int,
+                                                              shape: tuple[int, int]) -> None:
+    assert row_shape(features, itemsize, width) == shape
+    vbytes, regs = register_budget(features)
+    parts, nc = shape
+    assert parts * nc * itemsize <= regs * vbytes and width % nc == 0
+
+
 def test_bad_arguments_are_refused_when_compiling() -> None:
     @njit(cache=False)
     def width16(A, K, Z):
@@ -133,3 +204,5 @@ def test_bad_arguments_are_refused_when_compiling() -> None:
         strided(A, K, Z)
     with pytest.raises(TypingError, match="one float dtype"):
         _tiles32(A.astype(np.float32), K, Z, 8, False)
+    with pytest.raises(TypingError, match="one float dtype"):
+        _row32(A, K.astype(np.float32), Z, 0, False)
