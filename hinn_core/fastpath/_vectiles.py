@@ -57,8 +57,12 @@ def _features(context) -> str:
         return ""
 
 
-def _check(A, K, Z, width: int) -> None:
-    """Typing-time checks shared by the intrinsics (a `TypingError` names the argument)."""
+def _literal_width(A, K, Z, N) -> int | None:
+    """The intrinsics' typing: ``N`` as a literal width (None until numba offers the literal), with
+    the arguments checked (a `TypingError` names the one at fault)."""
+    if not isinstance(N, types.IntegerLiteral):
+        return None
+    width = N.literal_value
     if width not in WIDTHS:
         raise TypingError(f"vector tiles: width must be one of {WIDTHS}, got {width}")
     for name, ary in (("A", A), ("K", K), ("Z", Z)):
@@ -66,14 +70,18 @@ def _check(A, K, Z, width: int) -> None:
             raise TypingError(f"vector tiles: {name} must be a 2-d C-contiguous array, got {ary}")
     if not (A.dtype == K.dtype == Z.dtype and isinstance(Z.dtype, types.Float)):
         raise TypingError(f"vector tiles: one float dtype expected, got {A.dtype}, {K.dtype}, {Z.dtype}")
+    return width
 
 
 class _Emitter:
-    """The IR pieces both intrinsics emit: element addresses, ``NC``-wide vector loads, broadcast
-    multiply-adds into an accumulator slot (an alloca that LLVM promotes to a register)."""
+    """The IR pieces both intrinsics emit for ``(A, K, Z, index, accumulate, N)``: the index and the
+    flag as values, element addresses, ``NC``-wide vector loads, and broadcast multiply-adds into
+    ``lead`` accumulator slots (allocas that LLVM promotes to registers)."""
 
     def __init__(self, context, builder, sig, args, shape) -> None:
         self.builder = builder
+        self.index = context.cast(builder, args[3], sig.args[3], types.intp)
+        self.keep = context.cast(builder, args[4], sig.args[4], types.boolean)
         self.arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3], strict=True)]
         self.T = context.get_value_type(sig.args[2].dtype)
         self.itemsize = context.get_abi_sizeof(self.T)
@@ -87,6 +95,7 @@ class _Emitter:
                                                    f"llvm.fma.v{self.nc}f{8 * self.itemsize}")
         self._undef = ir.Constant(self.VT, ir.Undefined)
         self._splat = ir.Constant(ir.VectorType(ir.IntType(32), self.nc), [0] * self.nc)
+        self.slots = [cgutils.alloca_once(builder, self.VT) for _ in range(self.lead)]
 
     def const(self, v: int):
         return ir.Constant(self.intp, v)
@@ -101,12 +110,12 @@ class _Emitter:
     def load_k(self, i, col):
         return self.builder.load(self.address(1, i, col, True), align=self.itemsize)
 
-    def start(self, slot, row, col, keep, from_z: bool) -> None:
+    def start(self, slot, row, col, from_z: bool) -> None:
         """Set an accumulator to ``Z[row, col:col+NC]`` (when accumulating) or to zero."""
         value = self.zero
         if from_z:
-            value = self.builder.select(keep, self.builder.load(self.address(2, row, col, True), align=self.itemsize),
-                                        self.zero)
+            z = self.builder.load(self.address(2, row, col, True), align=self.itemsize)
+            value = self.builder.select(self.keep, z, self.zero)
         self.builder.store(value, slot)
 
     def fma_into(self, slot, row, i, kv) -> None:
@@ -126,24 +135,20 @@ def vector_tiles(typingctx, A, K, Z, R, accumulate, N):
     """``Z[r] (+)= A[r] @ K`` for the rows ``r`` < ``R`` that fill whole tiles; returns how many
     rows that is (a multiple of the tile's rows; 0 when ``R`` is smaller). ``K: (m, N)`` with
     ``N`` a literal in `WIDTHS`; ``A`` may be wider than ``m``; all C-contiguous."""
-    if not isinstance(N, types.IntegerLiteral):
+    width = _literal_width(A, K, Z, N)
+    if width is None:
         return None
-    width = N.literal_value
-    _check(A, K, Z, width)
 
     def codegen(context, builder, sig, args):
         e = _Emitter(context, builder, sig, args, lambda f, size: tile_shape(f, size, width))
-        rows = context.cast(builder, args[3], sig.args[3], types.intp)
-        keep = context.cast(builder, args[4], sig.args[4], types.boolean)
-        rt = e.lead
-        slots = [cgutils.alloca_once(builder, e.VT) for _ in range(rt)]
-        done = builder.mul(builder.sdiv(rows, e.const(rt)), e.const(rt))
+        rt, slots = e.lead, e.slots
+        done = builder.mul(builder.sdiv(e.index, e.const(rt)), e.const(rt))
         with cgutils.for_range_slice(builder, e.const(0), done, e.const(rt), e.intp) as (r, _):
             tile_rows = [builder.add(r, e.const(k)) for k in range(rt)]
             for c0 in range(0, width, e.nc):
                 col = e.const(c0)
                 for slot, row in zip(slots, tile_rows, strict=True):
-                    e.start(slot, row, col, keep, True)
+                    e.start(slot, row, col, True)
                 with cgutils.for_range(builder, e.m) as loop:
                     kv = e.load_k(loop.index, col)
                     for slot, row in zip(slots, tile_rows, strict=True):
@@ -172,22 +177,18 @@ def vector_row(typingctx, A, K, Z, r, accumulate, N):
     ``K``'s rows split into ``P`` independent chains (``i mod P``, added pairwise at the end), since
     one chain of dependent multiply-adds on a row's few vectors would wait on each one's latency.
     Arguments as `vector_tiles`."""
-    if not isinstance(N, types.IntegerLiteral):
+    width = _literal_width(A, K, Z, N)
+    if width is None:
         return None
-    width = N.literal_value
-    _check(A, K, Z, width)
 
     def codegen(context, builder, sig, args):
         e = _Emitter(context, builder, sig, args, lambda f, size: row_shape(f, size, width))
-        row = context.cast(builder, args[3], sig.args[3], types.intp)
-        keep = context.cast(builder, args[4], sig.args[4], types.boolean)
-        parts = e.lead
-        slots = [cgutils.alloca_once(builder, e.VT) for _ in range(parts)]
+        row, parts, slots = e.index, e.lead, e.slots
         whole = builder.mul(builder.sdiv(e.m, e.const(parts)), e.const(parts))
         for c0 in range(0, width, e.nc):
             col = e.const(c0)
             for p, slot in enumerate(slots):
-                e.start(slot, row, col, keep, p == 0)
+                e.start(slot, row, col, p == 0)
             with cgutils.for_range_slice(builder, e.const(0), whole, e.const(parts), e.intp) as (i0, _):
                 for p, slot in enumerate(slots):
                     i = builder.add(i0, e.const(p))
