@@ -9,6 +9,12 @@ shapes as the compiled code chose them for this machine.
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
@@ -39,6 +45,7 @@ def _row64(A, K, Z, r, accumulate):
     vector_row(A, K, Z, r, accumulate, 64)
 
 
+ROOT = Path(__file__).resolve().parents[2]
 TILES = {32: _tiles32, 64: _tiles64}
 ROWS = {32: _row32, 64: _row64}
 TOL = {np.float64: 1e-13, np.float32: 2e-5}
@@ -206,3 +213,40 @@ def test_bad_arguments_are_refused_when_compiling() -> None:
         _tiles32(A.astype(np.float32), K, Z, 8, False)
     with pytest.raises(TypingError, match="one float dtype"):
         _row32(A, K.astype(np.float32), Z, 0, False)
+
+
+#: an AVX2 target (16 ymm registers) for numba, whatever this host has
+_AVX2 = "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+cx16,+popcnt,-avx512f"
+_PROBE = """
+import numpy as np
+from hinn_core.fastpath._trunk import matmul
+from hinn_core.fastpath._vectiles import row_shape, tile_shape
+from hinn_core.fastpath.vectorwidth import active_features
+
+features = active_features()
+assert "+avx512f" not in features.split(","), features
+rng = np.random.default_rng(0)
+worst = 0.0
+for dt, tol in ((np.float32, 2e-5), (np.float64, 1e-13)):
+    for rows in (1, 5, 13, 64):
+        for width in (32, 64):
+            A = rng.standard_normal((rows, 40)).astype(dt)
+            K = rng.standard_normal((40, width)).astype(dt)
+            Z = np.ones((rows, width), dt)
+            matmul(A, K, Z, rows, True)
+            err = float(np.abs(Z - 1.0 - A.astype(np.float64) @ K).max())
+            worst = max(worst, err / (tol * 40))
+print(tile_shape(features, 4, 32), row_shape(features, 8, 64), worst)
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="an x86 target only")
+def test_tiles_and_rows_are_right_for_an_avx2_target_too(tmp_path) -> None:
+    """The register budget differs on AVX2 (4 × 16 float32 tiles, rows in chunks): numba compiles
+    for that target in a fresh process (its target is fixed once it compiles) and products match."""
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": _AVX2, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split(")")[0] == "(4, 16" and "(4, 8)" in done.stdout, done.stdout
+    assert float(done.stdout.split()[-1]) <= 1.0, done.stdout
