@@ -48,7 +48,7 @@ def _matmul_rows(A, K, Z, r0, R, accumulate, n):
 
 @njit(inline="always", **KERNEL)
 def _matmul_tiles(A, K, Z, R, accumulate, n):
-    """`matmul` for ``n`` columns of ``K`` (a literal where the caller passes one)."""
+    """`matmul` for the widths without vector tiles (`_vectiles.WIDTHS`): loop tiles of 4 rows."""
     m = K.shape[0]
     m4 = m - m % 4
     R4 = R - R % 4

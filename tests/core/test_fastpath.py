@@ -322,10 +322,10 @@ def test_a_failed_background_warm_up_leaves_predictions_on_torch(monkeypatch: py
 
 
 @pytest.mark.parametrize("batch", [1, 7, 21])  # a lone vector row, 7 rows (fewer than a tile), tiles + rows
-@pytest.mark.parametrize("width", [32, 64])  # `_trunk.matmul`'s copies with a literal column count
+@pytest.mark.parametrize("width", [32, 64])  # the widths `_trunk.matmul` runs as vector tiles and rows
 @pytest.mark.parametrize(("arch", "integrator"), [("hinn", "rk4"), ("hinn-separable", "leapfrog"),
                                                   ("hinn", "implicit_midpoint")])
-def test_literal_width_products_match_torch(arch: str, integrator: str, width: int, batch: int) -> None:
+def test_vector_tile_widths_match_torch(arch: str, integrator: str, width: int, batch: int) -> None:
     torch.manual_seed(0)
     model = DynamicsModel(ModelSpec(architecture=arch, dof=DOF, width=width, depth=DEPTH, activation="tanh")).double()
     q0, p0, h = _inputs(batch, 5, variable=False)

@@ -143,7 +143,7 @@ def test_a_rows_sum_runs_in_independent_chains_added_pairwise(m: int) -> None:
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("R", [1, 7, 8, 21, 64])
-def test_matmul_takes_the_tiles_and_its_row_loop_for_the_rest(dtype, R: int) -> None:
+def test_matmul_takes_the_tiles_and_vector_rows_for_the_rest(dtype, R: int) -> None:
     rng = np.random.default_rng(R)
     for width in (32, 64, 48):  # 48: no vector tiles, the loop tiles alone
         A = rng.standard_normal((R, 40)).astype(dtype)
@@ -164,35 +164,26 @@ def test_register_budget_follows_the_targets_vector_registers() -> None:
     assert register_budget("") == (16, 8)  # unknown features: the smallest budget
 
 
-@pytest.mark.parametrize(("features", "itemsize", "width", "shape"), [
-    ("+avx512f", 4, 32, (8, 32)),  # 2 zmm per row, 8 rows: 16 accumulators
-    ("+avx512f", 8, 64, (8, 16)),
-    ("+avx512f,+prefer-256-bit", 4, 64, (8, 16)),
-    ("+avx,+avx2", 4, 32, (4, 16)),  # 8 of 16 ymm registers
-    ("+avx,+avx2", 8, 32, (4, 8)),
-    ("+sse2", 8, 32, (4, 4)),
+@pytest.mark.parametrize(("shape_of", "features", "itemsize", "width", "shape"), [
+    (tile_shape, "+avx512f", 4, 32, (8, 32)),  # tiles: 2 zmm per row, 8 rows: 16 accumulators
+    (tile_shape, "+avx512f", 8, 64, (8, 16)),
+    (tile_shape, "+avx512f,+prefer-256-bit", 4, 64, (8, 16)),
+    (tile_shape, "+avx,+avx2", 4, 32, (4, 16)),  # 8 of 16 ymm registers
+    (tile_shape, "+avx,+avx2", 8, 32, (4, 8)),
+    (tile_shape, "+sse2", 8, 32, (4, 4)),
+    (row_shape, "+avx512f", 4, 32, (4, 32)),  # rows: the whole row, 2 zmm per chain, 4 chains
+    (row_shape, "+avx512f", 8, 64, (2, 64)),  # the whole row: 8 zmm per chain, 2 chains
+    (row_shape, "+avx,+avx2", 4, 32, (2, 32)),  # 4 ymm per chain, 2 chains
+    (row_shape, "+avx,+avx2", 8, 64, (4, 8)),  # 16 ymm would not fit: chunks of 2 ymm, 4 chains
+    (row_shape, "+sse2", 8, 32, (4, 4)),
 ])
-def test_tile_shape_keeps_accumulators_within_half_the_registers(features: str, itemsize: int, width: int,
-                                                                 shape: tuple[int, int]) -> None:
-    assert tile_shape(features, itemsize, width) == shape
+def test_shapes_keep_accumulators_within_half_the_registers(shape_of, features: str, itemsize: int, width: int,
+                                                            shape: tuple[int, int]) -> None:
+    """(tile rows or row chains, columns): their accumulators fit the budget, the columns divide the width."""
+    assert shape_of(features, itemsize, width) == shape
     vbytes, regs = register_budget(features)
-    rt, nc = shape
-    assert rt * nc * itemsize <= regs * vbytes and width % nc == 0
-
-
-@pytest.mark.parametrize(("features", "itemsize", "width", "shape"), [
-    ("+avx512f", 4, 32, (4, 32)),  # the whole row: 2 zmm per chain, 4 chains
-    ("+avx512f", 8, 64, (2, 64)),  # the whole row: 8 zmm per chain, 2 chains
-    ("+avx,+avx2", 4, 32, (2, 32)),  # 4 ymm per chain, 2 chains
-    ("+avx,+avx2", 8, 64, (4, 8)),  # 16 ymm would not fit: chunks of 2 ymm, 4 chains
-    ("+sse2", 8, 32, (4, 4)),
-])
-def test_row_shape_keeps_its_chains_within_half_the_registers(features: str, itemsize: int, width: int,
-                                                              shape: tuple[int, int]) -> None:
-    assert row_shape(features, itemsize, width) == shape
-    vbytes, regs = register_budget(features)
-    parts, nc = shape
-    assert parts * nc * itemsize <= regs * vbytes and width % nc == 0
+    lead, nc = shape
+    assert lead * nc * itemsize <= regs * vbytes and width % nc == 0
 
 
 def test_bad_arguments_are_refused_when_compiling() -> None:
