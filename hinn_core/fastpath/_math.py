@@ -43,20 +43,48 @@ def _cst(x, v):
     return impl
 
 
+#: 1.5·2^52 and 1.5·2^23: adding one to a float whose magnitude is below 2^51 (2^22) rounds it to
+#: an integer k (to nearest) and leaves k in the low bits of the sum's pattern
+_ROUNDER = {64: 6755399441055744.0, 32: 12582912.0}
+
+
+def round_magic(y):  # pragma: no cover - replaced by the overload
+    """``y + 1.5·2^p`` (p = 52, or 23 in float32): ``t − 1.5·2^p`` is ``y`` rounded to an integer,
+    and `pow2_of_rounded` reads 2^k from ``t``'s bits. No conversion to an integer type: NaN stays a
+    NaN, where LLVM makes a NaN's conversion poison (hence the check it needed), and float64's
+    conversion has no vector instruction below AVX-512."""
+    return y
+
+
+@overload(round_magic)
+def _round_magic_impl(y):
+    magic = _ROUNDER[y.bitwidth]
+    if y == types.float64:
+        return lambda y: y + magic
+    c = np.float32(magic)
+    return lambda y: y + c
+
+
 @intrinsic
-def _i64_as_f64(typingctx, x):
+def pow2_of_rounded(typingctx, t):
+    """``2^k`` for ``t = round_magic(k)``, an integer ``k`` with a normal ``2^k``: the bias added to
+    ``t``'s low bits, shifted into the exponent field (the magic's own bits shift out)."""
+    if not isinstance(t, types.Float):
+        return None
+    bits = t.bitwidth
+    mant = 52 if bits == 64 else 23
+    bias = (1 << (bits - mant - 2)) - 1  # 1023, 127
+    magic_bits = int(np.array(_ROUNDER[bits], dtype=f"f{bits // 8}").view(f"u{bits // 8}"))
+    add = (bias - magic_bits) % (1 << bits)
+
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
+        from llvmlite import ir
 
-    return types.float64(types.int64), codegen
+        it = ir.IntType(bits)
+        i = builder.add(builder.bitcast(args[0], it), ir.Constant(it, add))
+        return builder.bitcast(builder.shl(i, ir.Constant(it, mant)), context.get_value_type(t))
 
-
-@intrinsic
-def _i32_as_f32(typingctx, x):
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-
-    return types.float32(types.int32), codegen
+    return t(t), codegen
 
 
 def _exp_parts(y):  # pragma: no cover - replaced by the overload
@@ -71,26 +99,26 @@ def _exp_parts_impl(y):
     if y == types.float64:
         def impl64(y):
             yc = -700.0 if y < -700.0 else y  # NaN passes through the comparison
-            kf = np.floor(yc * 1.4426950408889634 + 0.5)
+            t = round_magic(yc * 1.4426950408889634)
+            kf = t - 6755399441055744.0
             r = yc - kf * 6.93145751953125e-1 - kf * 1.42860682030941723212e-6
             rr = r * r
             px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr + 9.99999999999999999910e-1)
             qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
                   + 2.27265548208155028766e-1) * rr + 2.0
-            k = np.int64(kf if kf == kf else 0.0)
-            return _i64_as_f64((k + 1023) << 52), 2.0 * px, qx - px
+            return pow2_of_rounded(t), 2.0 * px, qx - px
 
         return impl64
 
     def impl32(y):
         yc = np.float32(-87.0) if y < np.float32(-87.0) else y
-        kf = np.floor(yc * np.float32(1.44269504088896341) + np.float32(0.5))
+        t = round_magic(yc * np.float32(1.44269504088896341))
+        kf = t - np.float32(12582912.0)
         r = yc - kf * np.float32(0.693359375) - kf * np.float32(-2.12194440e-4)
         m = ((((((np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r + np.float32(8.3334519073e-3)) * r
                 + np.float32(4.1665795894e-2)) * r + np.float32(1.6666665459e-1)) * r + np.float32(5.0000001201e-1))
              * (r * r) + r)
-        k = np.int32(kf if kf == kf else np.float32(0.0))
-        return _i32_as_f32((k + np.int32(127)) << np.int32(23)), m, np.float32(1.0)
+        return pow2_of_rounded(t), m, np.float32(1.0)
 
     return impl32
 
@@ -134,6 +162,31 @@ def _log1p_unit_impl(y):
     return impl32
 
 
+def log1p_summand(y):  # pragma: no cover - replaced by the overload
+    """``log(1 + y)`` for ``0 ≤ y ≤ 1`` where it is added to ``|x|`` for log cosh, a result ≥ log 2:
+    there an *absolute* error of an ulp or two of log 2 is as good as `log1p_unit`'s relative one.
+    Float32: ``y + y²·R(y)``, ``R`` of degree 7 fitted to the least maximum absolute error on [0, 1]
+    (7e-9, the rest is the float32 evaluation's rounding: ≤ 9.2e-8 measured, 1.5 ulp of log 2), with
+    neither `log1p_unit`'s fold nor its selects. Float64: `log1p_unit` (a polynomial to 1e-17 would
+    need degree ~22)."""
+    return y
+
+
+@overload(log1p_summand)
+def _log1p_summand_impl(y):
+    if y == types.float64:
+        return lambda y: log1p_unit(y)
+
+    def impl32(y):
+        r = (np.float32(4.340056e-3) * y - np.float32(2.574425e-2)) * y + np.float32(7.172815e-2)
+        r = (r * y - np.float32(1.3071744e-1)) * y + np.float32(1.8803246e-1)
+        r = (r * y - np.float32(2.4757336e-1)) * y + np.float32(3.330704e-1)
+        r = r * y - np.float32(4.9998882e-1)
+        return (y * y) * r + y
+
+    return impl32
+
+
 @njit(**KERNEL)
 def exp_neg(y):
     """``exp(y)`` for ``y ≤ 0`` (flushed to a tiny normal number below −700, −87 in float32)."""
@@ -141,11 +194,19 @@ def exp_neg(y):
     return s * (den + num) / den
 
 
+@njit(inline="always", **KERNEL)
+def _exp_minus_2abs(x):
+    """``(|x|, s, num, den)`` with ``e^{−2|x|} = s·(1 + num/den)``, |x| clamped at 20 (tanh is 1 to
+    round-off there, and log cosh's log term below half an ulp of |x|; no subnormal numbers)."""
+    ax = abs(x)
+    s, num, den = _exp_parts(cst(x, -2.0) * (cst(x, 20.0) if ax > cst(x, 20.0) else ax))
+    return ax, s, num, den
+
+
 @njit(**KERNEL)
 def tanh(x):
     """tanh(|x|) = −expm1(−2|x|) / (2 + expm1(−2|x|)): no cancellation near 0, one division."""
-    ax = abs(x)
-    s, num, den = _exp_parts(cst(x, -2.0) * (cst(x, 20.0) if ax > cst(x, 20.0) else ax))
+    ax, s, num, den = _exp_minus_2abs(x)
     e = s * (den + num)
     t = (-num if s == cst(x, 1.0) else den - e) / (den + e)
     return t if x >= cst(x, 0.0) else -t
@@ -161,20 +222,18 @@ def sigmoid(x):
 @njit(**KERNEL)
 def tanh_logcosh(x):
     """``(tanh x, antitanh x)`` from one exponential: log cosh's value and derivative share
-    e^{−2|x|}; bitwise the results of `tanh` and `antitanh` (above |x| = 20 the log term is below
-    half an ulp of |x|, so clamping it as tanh does changes nothing)."""
-    ax = abs(x)
-    s, num, den = _exp_parts(cst(x, -2.0) * (cst(x, 20.0) if ax > cst(x, 20.0) else ax))
+    e^{−2|x|}; bitwise the results of `tanh` and `antitanh`."""
+    ax, s, num, den = _exp_minus_2abs(x)
     e = s * (den + num)
     t = (-num if s == cst(x, 1.0) else den - e) / (den + e)
-    return (t if x >= cst(x, 0.0) else -t), ax + log1p_unit(e / den)
+    return (t if x >= cst(x, 0.0) else -t), ax + log1p_summand(e / den)
 
 
 @njit(**KERNEL)
 def antitanh(x):
     """``log cosh x + log 2 = |x| + log(1 + e^{−2|x|})``, as hessQuik's antiTanhActivation computes it."""
-    ax = abs(x)
-    return ax + log1p_unit(exp_neg(cst(x, -2.0) * ax))
+    ax, s, num, den = _exp_minus_2abs(x)
+    return ax + log1p_summand(s * (den + num) / den)
 
 
 @njit(**KERNEL)

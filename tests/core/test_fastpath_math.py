@@ -54,6 +54,49 @@ def test_log1p_unit_is_accurate_on_the_unit_interval(dtype, bound) -> None:
     assert _ulps(got[1:], np.log1p(x[1:].astype(np.float64)), dtype) <= bound
 
 
+@njit(cache=False)
+def _log1p_summand(x, out):
+    for i in range(x.shape[0]):
+        out[i] = fm.log1p_summand(x[i])
+
+
+@pytest.mark.parametrize(("dtype", "bound"), [(np.float64, 1.0), (np.float32, 1.6)])
+def test_log1p_summand_is_accurate_to_an_ulp_or_two_of_log2(dtype, bound) -> None:
+    """Log cosh's log term: absolute error in ulps of log 2, the least value of the sum it joins."""
+    x = np.concatenate([np.linspace(0.0, 1.0, 200_001), np.logspace(-37, 0, 4001)]).astype(dtype)
+    got = _run(_log1p_summand, x)
+    assert got.dtype == dtype
+    assert got[0] == 0.0
+    err = np.abs(got.astype(np.float64) - np.log1p(x.astype(np.float64)))
+    assert float(np.max(err / np.spacing(dtype(np.log(2))))) <= bound
+
+
+@njit(cache=False)
+def _pow2(x, out):
+    for i in range(x.shape[0]):
+        out[i] = fm.pow2_of_rounded(fm.round_magic(x[i]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_exponentials_power_of_two_comes_from_the_rounded_sums_bits(dtype) -> None:
+    """`round_magic` rounds to the nearest integer k (ties to even), `pow2_of_rounded` gives 2^k
+    exactly, over every normal power of two; NaN stays NaN through the exponential."""
+    lo, hi = (-1022, 1023) if dtype == np.float64 else (-126, 127)
+    k = np.arange(lo, hi + 1)
+    np.testing.assert_array_equal(_run(_pow2, k.astype(dtype)), np.ldexp(dtype(1), k))
+    y = np.array([0.4, 0.5, 0.6, 1.5, 2.5, -0.4, -0.5, -1.5, -2.6], dtype)
+    np.testing.assert_array_equal(_run(_pow2, y), np.ldexp(dtype(1), np.rint(y).astype(int)))
+    assert np.isnan(_run(_exp_neg, np.array([np.nan], dtype))[0])
+    x = -np.linspace(0.0, 80.0, 100_001).astype(dtype)
+    assert _ulps(_run(_exp_neg, x), np.exp(x.astype(np.float64)), dtype) <= 2.0
+
+
+@njit(cache=False)
+def _exp_neg(x, out):
+    for i in range(x.shape[0]):
+        out[i] = fm.exp_neg(x[i])
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_log_cosh_and_softplus_match_their_references(dtype) -> None:
     x = np.concatenate([np.linspace(-30.0, 30.0, 60_001), [-1e-8, 1e-8, 0.0, 19.999, 20.001]]).astype(dtype)
