@@ -114,9 +114,10 @@ def failure(code: int, t: float, i: int, tol: Tolerances) -> IntegrationError:
         why = ("the step size fell below the floating-point spacing at t = {t:.6g} (trajectory {i}); the learned "
                "field may be singular or blowing up there")
     else:
-        why = ("trajectory {i} needed more than {n} steps by t = {t:.6g}; raise rtol/atol or use a fixed-step "
-               "integrator")
-    return IntegrationError(f"{NAME}: " + why.format(t=t, i=i, n=tol.max_steps))
+        why = ("trajectory {i} needed more than {n} steps by t = {t:.6g}; shorten the horizon, raise rtol/atol or "
+               "use a fixed-step integrator")
+    return IntegrationError(f"{NAME}: " + why.format(t=t, i=i, n=tol.max_steps), trajectory=i,
+                            too_many_steps=code == TOO_MANY_STEPS)
 
 
 def _rms(x: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -82,8 +83,23 @@ def build_metadata(
 def model_to_bytes(model: DynamicsModel, metadata: dict[str, Any]) -> bytes:
     """Serialise weights + metadata to one safetensors blob."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = _non_finite(metadata)
+    if bad is not None:  # JSON has no NaN/inf: say which figure, not just that one exists
+        raise ValueError(f"model metadata {bad[0]} = {bad[1]} is not finite (JSON has no NaN or inf; use None)")
     doc = json.dumps(metadata, sort_keys=True, allow_nan=False, default=_json_default)
     return st_save(tensors, metadata={"hinn": doc})
+
+
+def _non_finite(obj: Any, path: str = "") -> tuple[str, float] | None:
+    """The first non-finite float in a JSON-like document, as (dotted path, value)."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (path or "(root)", obj)
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip("."))
+        if found is not None:
+            return found
+    return None
 
 
 def _json_default(obj: Any) -> Any:

@@ -75,7 +75,7 @@ class Trajectory:
             k = int(np.argmax(steps <= 0))
             raise DataError(
                 f"times must be strictly increasing; "
-                f"t[{k + 1}] = {t_arr[k + 1]!r} follows t[{k}] = {t_arr[k]!r}",
+                f"t[{k + 1}] = {float(t_arr[k + 1])!r} follows t[{k}] = {float(t_arr[k])!r}",
                 field=f"{where}t",
             )
         for arr in (t_arr, q_arr, p_arr):
@@ -265,8 +265,12 @@ def generate_dataset(
         t = make_times(t_end, dt, dt_jitter, rng)
         q, p = system.solve(q0[i], p0[i], t)
         if noise_std > 0:
-            q = q + rng.normal(0.0, noise_std, size=q.shape)
-            p = p + rng.normal(0.0, noise_std, size=p.shape)
+            with np.errstate(over="ignore"):
+                q = q + rng.normal(0.0, noise_std, size=q.shape)
+                p = p + rng.normal(0.0, noise_std, size=p.shape)
+            if not (np.isfinite(q).all() and np.isfinite(p).all()):
+                raise DataError(f"{float(noise_std):g} is so large that the noisy observations overflow",
+                                field="noise_std")
         trajectories.append(Trajectory.from_arrays(t, q, p, where=f"trajectories[{i}]."))
     source = {
         "kind": "generated",

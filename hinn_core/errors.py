@@ -56,4 +56,13 @@ class ArtifactError(HinnError, ValueError):
 
 
 class IntegrationError(HinnError, FloatingPointError):
-    """A rollout became non-finite or an implicit step failed to converge."""
+    """A rollout became non-finite or an implicit step failed to converge.
+
+    ``trajectory``: the index of the failing initial condition, where the integrator knows it;
+    ``too_many_steps``: the adaptive integrator ran out of its step budget (the horizon is too long
+    for the tolerances, rather than the trajectory being at fault)."""
+
+    def __init__(self, message: str, *, trajectory: int | None = None, too_many_steps: bool = False) -> None:
+        super().__init__(message)
+        self.trajectory = trajectory
+        self.too_many_steps = too_many_steps

@@ -71,7 +71,7 @@ def check_times(times: Any, max_steps: int | None = None) -> np.ndarray:
     if (d <= 0).any():
         k = int(np.argmax(d <= 0))
         raise DataError(
-            f"must be strictly increasing; times[{k + 1}] = {t[k + 1]!r} follows times[{k}] = {t[k]!r}",
+            f"must be strictly increasing; times[{k + 1}] = {float(t[k + 1])!r} follows times[{k}] = {float(t[k])!r}",
             field="times",
         )
     if max_steps is not None and len(t) - 1 > max_steps:
@@ -192,5 +192,8 @@ def predict(
         q_out = q.double().cpu().numpy()
         p_out = p.double().cpu().numpy()
         H_out = H.double().cpu().numpy().reshape(B, T1) if H is not None else None
-    H_true = np.asarray(system.hamiltonian(q_out, p_out), dtype=np.float64) if system is not None else None
+    H_true = None
+    if system is not None:
+        with np.errstate(over="ignore", invalid="ignore"):  # a state too large for the true H: inf, for the caller
+            H_true = np.asarray(system.hamiltonian(q_out, p_out), dtype=np.float64)
     return Prediction(times, q_out, p_out, H_out, H_true, evaluations)

@@ -44,6 +44,10 @@ INITIAL_STATES = ("observed", "learned")
 TRAIN_ENGINES = ("auto", "numba", "torch")
 
 
+#: the largest seed torch's generators accept (a signed 64-bit integer)
+MAX_SEED = 2**63 - 1
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings: the science benchmark's recipe; spring–mass to rollout MSE < 1e-5 in ~20 s on 2 cores."""
@@ -93,8 +97,8 @@ class TrainConfig:
         if self.lbfgs_rollout_steps is not None and not (
                 isinstance(self.lbfgs_rollout_steps, int) and 1 <= self.lbfgs_rollout_steps <= 10_000):
             raise bad("lbfgs_rollout_steps", "null or an integer in [1, 10000]")
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise bad("seed", "a non-negative integer")
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED):
+            raise bad("seed", f"an integer in [0, {MAX_SEED}] (torch's generators take 64-bit seeds)")
         for name in ("learning_rate", "min_lr_factor", "grad_clip"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -192,7 +196,7 @@ class TrainResult:
     config: TrainConfig
     history: list[dict[str, Any]] = field(default_factory=list)
     best_epoch: int = 0
-    best_val_loss: float = math.nan
+    best_val_loss: float | None = None  # None: nothing held out for validation
     final_train_loss: float = math.nan
     stopped_early: bool = False
     #: why the L-BFGS phase ended ("" when it did not run): its budget, a plateau, convergence, or —
@@ -237,7 +241,7 @@ class _Tracker:
         self.start: Tensor | None = None  # learned initial states, kept in step with the best weights
         self.best_start: Tensor | None = None
 
-    def record(self, epoch: int, phase: str, train_loss: float, val_loss: float, lr: float,
+    def record(self, epoch: int, phase: str, train_loss: float, val_loss: float | None, lr: float,
                accept: bool = False) -> bool:
         """Log an epoch; keep its weights if the monitored loss improved (or ``accept``)."""
         rec = {"epoch": epoch, "epochs": self.total, "phase": phase, "train_loss": train_loss,
@@ -245,7 +249,7 @@ class _Tracker:
         self.result.history.append(rec)
         if self.progress is not None:
             self.progress(dict(rec))
-        monitor = val_loss if math.isfinite(val_loss) else train_loss
+        monitor = train_loss if val_loss is None else val_loss
         if accept or monitor < self.best:
             self.best = monitor
             self.best_state = copy.deepcopy(self.model.state_dict())
@@ -321,7 +325,8 @@ def train(
     ``derivative_targets`` = (states, dx/dt), ``(N, 2n)`` each, replaces the finite differences
     of the training data for the ``hnn`` baseline (e.g. exact derivatives, as HNN's protocol uses).
     ``progress`` receives ``{"epoch", "epochs", "train_loss", "val_loss", "lr", "seconds"}``
-    after every epoch; ``should_stop()`` is polled between epochs and raises `TrainingCancelled`.
+    after every epoch (``val_loss`` None when nothing is held out for validation); ``should_stop()``
+    is polled between epochs and raises `TrainingCancelled`.
     Raises `TrainingDiverged` if the loss or the rolled-out state becomes non-finite in the Adam phase.
     In the L-BFGS polish that follows, a non-finite loss, state or validation loss (or a failed implicit
     step) stops the polish instead: the best weights so far are kept, the reason is recorded in
@@ -372,9 +377,9 @@ def train(
     n_chunks = math.ceil(config.lbfgs_iterations / LBFGS_CHUNK)
     tracker = _Tracker(model, result, config.epochs + n_chunks, t_start, progress)
 
-    def validate(epoch: int) -> float:
+    def validate(epoch: int) -> float | None:
         if val_win is None:
-            return math.nan
+            return None
         model.eval()
         try:
             with torch.no_grad():
@@ -505,7 +510,7 @@ def train(
             tracker.record(epoch, "lbfgs", last["loss"], val, 1.0, accept=start is not None)
             # learned starts: the full budget (on noisy data the misfit sits at the noise floor while
             # the dynamics still improve: stopping at 1 % gains cost 2× state error on spring σ = 0.1)
-            monitor = last["loss"] if not math.isfinite(val) else val
+            monitor = last["loss"] if val is None else val
             if start is not None or monitor < plateau_ref * (1.0 - LBFGS_MIN_GAIN):
                 plateau_ref, stale = monitor, 0
             else:
@@ -527,7 +532,7 @@ def train(
     if system is not None and spec.is_hamiltonian:
         true_energy = np.asarray(system.hamiltonian(states[:, : spec.dof], states[:, spec.dof :]))
     result.energy_offset = model.calibrate_energy(states, true_energy)
-    result.best_val_loss = tracker.best if val_win is not None else math.nan
+    result.best_val_loss = tracker.best if val_win is not None else None
     result.final_train_loss = result.history[-1]["train_loss"]
     result.seconds = time.perf_counter() - t_start
     return result

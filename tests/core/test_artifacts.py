@@ -107,3 +107,14 @@ def test_unknown_format_version_is_refused(trained_spring) -> None:
 def test_missing_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ArtifactError, match="does not exist"):
         load_model(tmp_path / "nope.model")
+
+
+def test_non_finite_metadata_is_refused_by_name(trained_spring) -> None:
+    """JSON has no NaN: the error names the figure (before, json's bare 'Out of range float values')."""
+    history = [{"val_loss": 1.0}, {"val_loss": np.nan}]
+    meta = build_metadata(trained_spring.model, name="m", training={"history": history})
+    with pytest.raises(ValueError, match=r"training\.history\[1\]\.val_loss = nan is not finite"):
+        model_to_bytes(trained_spring.model, meta)
+    meta["training"]["history"][1]["val_loss"] = None  # what training records when nothing is held out
+    assert model_from_bytes(model_to_bytes(trained_spring.model, meta)).metadata["training"]["history"][1] == {
+        "val_loss": None}
