@@ -120,7 +120,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return
         bar.total = rec["epochs"]
         bar.update(1)
-        bar.set_postfix(phase=rec["phase"], train=f"{rec['train_loss']:.3g}", val=f"{rec['val_loss']:.3g}")
+        val = "—" if rec["val_loss"] is None else f"{rec['val_loss']:.3g}"  # nothing held out: no val loss
+        bar.set_postfix(phase=rec["phase"], train=f"{rec['train_loss']:.3g}", val=val)
 
     try:
         result = train(train_set, spec, config, progress=progress)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """An error with an HTTP status, a short title and the offending field (if any)."""
+    """An error with an HTTP status and the offending field (if any); the problem type, and so its
+    title, follows from the status (`app.problems.TITLES`)."""
 
     status = 400
-    title = "Bad request"
 
     def __init__(self, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
@@ -17,26 +17,27 @@ class ServiceError(Exception):
 
 class NotFound(ServiceError):
     status = 404
-    title = "Not found"
 
 
 class Gone(ServiceError):
     """The resource existed and was deleted (RFC 9110 §15.5.11): unlike 404, retrying is pointless."""
 
     status = 410
-    title = "Gone"
+
+
+class NotAcceptable(ServiceError):
+    """No representation the client accepts (RFC 9110 §15.5.7): the detail lists those offered."""
+
+    status = 406
 
 
 class Conflict(ServiceError):
     status = 409
-    title = "Conflict"
 
 
 class TooLarge(ServiceError):
     status = 413
-    title = "Request too large"
 
 
 class Unprocessable(ServiceError):
     status = 422
-    title = "Validation error"

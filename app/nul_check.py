@@ -28,7 +28,7 @@ MESSAGE = "contains a NUL character (U+0000, \\u0000), which no text input may h
 
 
 class NulCharacter(Unprocessable):
-    title = "NUL character in input"
+    """A NUL character in a text input: a validation error like any other, its detail says where."""
 
 
 def _shown(text: str) -> str:

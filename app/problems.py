@@ -34,7 +34,9 @@ SLUGS = {
     401: "unauthorized",
     403: "forbidden",
     404: "not-found",
+    406: "not-acceptable",
     409: "conflict",
+    410: "gone",
     413: "request-too-large",
     422: "validation-error",
     500: "internal-error",
@@ -58,8 +60,36 @@ class HTTPProblem(StarletteHTTPException):
         self.field = field
 
 
+#: one title per problem type (RFC 9457 §3.1.3: a title does not change from occurrence to occurrence;
+#: what differs goes into ``detail``)
+TITLES = {
+    "bad-request": "Bad request",
+    "unauthorized": "Unauthorized",
+    "forbidden": "Forbidden",
+    "not-found": "Not found",
+    "not-acceptable": "Not acceptable",
+    "conflict": "Conflict",
+    "gone": "Gone",
+    "request-too-large": "Request too large",
+    "validation-error": "Validation error",
+    "internal-error": "Internal server error",
+    "not-ready": "Service unavailable",
+    "storage-full": "Insufficient storage",
+    "artifact-integrity": "Artifact integrity error",
+    "integration-failed": "Integration failed",
+    "error": "Error",
+}
+
+
 def problem_type(status: int) -> str:
     return PROBLEM_BASE + SLUGS.get(status, "error")
+
+
+def title_of(type_: str, status: int) -> str:
+    """The title of a problem type: ours from `TITLES`; ``about:blank``'s is the status phrase (RFC 9457 §4.2.1)."""
+    if type_.startswith(PROBLEM_BASE):
+        return TITLES[type_.removeprefix(PROBLEM_BASE)]
+    return title_for(status)
 
 
 def title_for(status: int) -> str:
@@ -76,11 +106,12 @@ def with_field(field: str | None, detail: str) -> str:
     return f"{field}: {detail}"
 
 
-def problem_body(status: int, detail: str, *, instance: str, title: str | None = None,
-                 errors: Sequence[dict[str, Any]] = (), type_: str | None = None) -> dict[str, Any]:
+def problem_body(status: int, detail: str, *, instance: str, errors: Sequence[dict[str, Any]] = (),
+                 type_: str | None = None) -> dict[str, Any]:
+    kind = type_ or problem_type(status)
     return {
-        "type": type_ or problem_type(status),
-        "title": title or title_for(status),
+        "type": kind,
+        "title": title_of(kind, status),
         "status": status,
         "detail": detail,
         "instance": instance,
@@ -88,14 +119,13 @@ def problem_body(status: int, detail: str, *, instance: str, title: str | None =
     }
 
 
-def problem(status: int, detail: str, *, instance: str, field: str | None = None, title: str | None = None,
+def problem(status: int, detail: str, *, instance: str, field: str | None = None,
             type_: str | None = None, errors: Sequence[dict[str, Any]] | None = None,
             headers: dict[str, str] | None = None) -> JSONResponse:
     """A problem response; with ``field`` (and no ``errors``) one error entry names it."""
     if errors is None:
         errors = [{"field": field, "message": detail}] if field else []
-    body = problem_body(status, with_field(field, detail), instance=instance, title=title, errors=errors,
-                        type_=type_)
+    body = problem_body(status, with_field(field, detail), instance=instance, errors=errors, type_=type_)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -144,7 +174,7 @@ def _instance(request: Request) -> str:
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return problem(exc.status, exc.detail, instance=_instance(request), field=exc.field, title=exc.title,
+    return problem(exc.status, exc.detail, instance=_instance(request), field=exc.field,
                    headers=getattr(exc, "headers", None))
 
 
@@ -153,15 +183,13 @@ async def _hinn_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, ArtifactError):
         log.error("artifact integrity problem at %s: %s", request.url.path, exc)
         return problem(500, f"a stored model artifact failed its integrity check: {exc}",
-                       instance=_instance(request), title="Artifact integrity error",
-                       type_=PROBLEM_BASE + "artifact-integrity")
+                       instance=_instance(request), type_=PROBLEM_BASE + "artifact-integrity")
     if isinstance(exc, (DataError, ConfigError)):
-        return problem(422, exc.problem, instance=_instance(request), field=exc.field,
-                       title="Invalid data" if isinstance(exc, DataError) else "Invalid configuration")
+        return problem(422, exc.problem, instance=_instance(request), field=exc.field)
     if isinstance(exc, IntegrationError):
-        return problem(422, f"the rollout failed: {exc}", instance=_instance(request), title="Integration failed",
+        return problem(422, f"the rollout failed: {exc}", instance=_instance(request),
                        type_=PROBLEM_BASE + "integration-failed")
-    return problem(422, str(exc), instance=_instance(request), title="Unprocessable request")
+    return problem(422, str(exc), instance=_instance(request))
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
@@ -172,10 +200,10 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("database out of space at %s: %s", request.url.path, orig)
         return problem(507, "the database is out of storage space (database or disk is full); nothing was "
                        "stored. Free disk space (or raise the database's size limit) and retry",
-                       instance=_instance(request), field="database", title="Insufficient storage")
+                       instance=_instance(request), field="database")
     log.error("database unavailable at %s: %s: %s", request.url.path, type(orig).__name__, orig)
     return problem(503, f"the database is unavailable ({type(orig).__name__}); nothing was changed. Retry shortly",
-                   instance=_instance(request), field="database", title="Service unavailable",
+                   instance=_instance(request), field="database",
                    headers={"Retry-After": "5"})
 
 
@@ -186,7 +214,7 @@ async def _database_data_error(request: Request, exc: Exception) -> JSONResponse
     log.warning("database refused a value at %s: %s: %s", request.url.path, type(orig).__name__, orig)
     return problem(422, f"the database refused a value of this request ({type(orig).__name__}); nothing was "
                    "stored. Check the request's text and numbers (e.g. no NUL characters)",
-                   instance=_instance(request), title="Value refused by the database")
+                   instance=_instance(request))
 
 
 async def _request_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -195,7 +223,7 @@ async def _request_validation_error(request: Request, exc: Exception) -> JSONRes
     shown = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:3])
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return problem(422, f"{shown}{more}" or "the request is invalid", instance=_instance(request),
-                   title="Validation error", errors=errors)
+                   errors=errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -219,8 +247,7 @@ FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     """Anything unexpected: a 500 problem that reveals nothing of the internals (the server logs it)."""
-    return problem(500, "an unexpected error occurred; it has been logged", instance=_instance(request),
-                   title="Internal server error")
+    return problem(500, "an unexpected error occurred; it has been logged", instance=_instance(request))
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from hinn_core import ARCHITECTURES, INTEGRATORS, SYSTEMS, ModelSpec, TrainConfig
 from hinn_core.networks import ACTIVATIONS
 from hinn_core.rollout import PREDICT_INTEGRATORS
-from hinn_core.training import LR_SCHEDULES
+from hinn_core.training import LR_SCHEDULES, MAX_SEED
 
 SystemName = Literal[tuple(SYSTEMS)]  # type: ignore[valid-type]
 Architecture = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
@@ -47,7 +47,7 @@ UTCDateTime = Annotated[datetime, AfterValidator(_utc), PlainSerializer(iso_utc,
 
 
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 # -- datasets ----------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ class DatasetGenerate(RequestModel):
     dt_jitter: float = Field(0.0, ge=0, lt=1, description="> 0 gives variable steps dt·(1 ± jitter)",
                              examples=[0.0])
     noise_std: float = Field(0.0, ge=0, description="Gaussian observation noise on q and p", examples=[0.0])
-    seed: int = Field(0, ge=0, examples=[0])
+    seed: int = Field(0, ge=0, le=MAX_SEED, examples=[0])
 
 
 class TrajectoryIn(RequestModel):
@@ -151,7 +151,7 @@ class TrainingOptions(RequestModel):
     grad_clip: float = Field(_TC.grad_clip, gt=0)
     val_fraction: float = Field(_TC.val_fraction, ge=0, lt=1)
     patience: int = Field(_TC.patience, ge=0)
-    seed: int = Field(_TC.seed, ge=0, examples=[0])
+    seed: int = Field(_TC.seed, ge=0, le=MAX_SEED, examples=[0])
     device: Literal["auto", "cpu", "cuda"] = _TC.device
     dtype: Literal["auto", "float64", "float32"] = Field(
         _TC.dtype, description="'auto': float32 on CUDA, float64 on CPU")

@@ -48,16 +48,19 @@ def serve(conn: Any, parent_pid: int) -> None:
         except (BrokenPipeError, OSError):
             os._exit(3)
         except Exception as exc:  # reported to the parent, which records it on the job
-            from hinn_core.errors import HinnError
-
-            permanent = isinstance(exc, HinnError)
-            detail = f"{type(exc).__name__}: {exc}"
-            if not permanent:
-                detail += "\n" + "".join(traceback.format_exception(exc)[-3:])
+            report = {"message": f"{type(exc).__name__}: {exc}", "retry": transient(exc),
+                      "traceback": "".join(traceback.format_exception(exc))}
             try:
-                conn.send(("error", {"message": detail, "retry": not permanent}))
+                conn.send(("error", report))
             except (BrokenPipeError, OSError):
                 os._exit(3)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether another attempt could succeed: running out of (GPU) memory may pass when the machine
+    is less busy; anything else a training run raises is deterministic for the same request and
+    seed, so retrying it would only fail again (a crash of the process is retried by the parent)."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
 
 
 def train_job(payload: dict[str, Any], progress: Any) -> dict[str, Any]:

@@ -218,6 +218,10 @@ class Worker:
                 return "succeeded", True
             elif message is not None and message[0] == "error":
                 info = message[1]
+                # the job's error is what its owner sees over the API; the traceback (server paths) is logged
+                log.warning("job %s: training failed (%s): %s\n%s", claim.job_id,
+                            "will retry if attempts remain" if info["retry"] else "permanent", info["message"],
+                            info.get("traceback", ""))
                 status = self._db_retry("failing the job", jobs.fail, self.db, claim, info["message"],
                                         retry=info["retry"])
                 return status or "lost", True  # the child survived the error: it takes the next job
@@ -226,6 +230,7 @@ class Worker:
                 child.join(timeout=5)
                 died = (f"training process died (exit code {child.exitcode}); the attempt is retried while "
                         "attempts remain")
+                log.warning("job %s: %s", claim.job_id, died)
                 status = self._db_retry("failing the job", jobs.fail, self.db, claim, died, retry=True)
                 return status or "lost", False
 
@@ -237,6 +242,8 @@ class Worker:
                 child.kill()
                 jobs.fail(self.db, claim, f"timed out after {settings.job_timeout_seconds:g} s "
                                           "(HINN_JOB_TIMEOUT_SECONDS)", retry=False)
+                log.warning("job %s: timed out after %g s; training killed", claim.job_id,
+                            settings.job_timeout_seconds)
                 return "failed", False
             due = now - last_beat >= settings.heartbeat_interval
             if due or (dirty and now - last_write >= PROGRESS_WRITE_SECONDS):
@@ -261,6 +268,7 @@ class Worker:
                 if beat.cancel_requested:
                     child.kill()
                     jobs.mark_cancelled(self.db, claim)
+                    log.info("job %s: cancelled while running; training killed", claim.job_id)
                     return "cancelled", False
 
     def kill_child(self) -> None:

@@ -400,6 +400,9 @@ class Client:
         p = np.atleast_2d(np.asarray(p0, dtype=np.float64))
         if q.shape != p.shape or q.ndim != 2:
             raise ValueError(f"q0 and p0 must both be (n,) or (B, n); got {q.shape} and {p.shape}")
+        for name, values in (("q0", q), ("p0", p), ("times", times), ("t_end", t_end), ("dt", dt)):
+            if values is not None and not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+                raise ValueError(f"{name} must be finite (JSON carries no NaN or infinity)")
         starts = [{"q": qi.tolist(), "p": pi.tolist()} for qi, pi in zip(q, p, strict=True)]
         body = _drop_none({"model": _ref(model), "t_end": t_end, "dt": dt, "integrator": integrator,
                            "rtol": rtol, "atol": atol,

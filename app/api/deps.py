@@ -53,7 +53,6 @@ SessionDep = Annotated[Session, Depends(read_session)]
 # -- auth --------------------------------------------------------------------------------------------
 class Unauthorized(ServiceError):
     status = 401
-    title = "Unauthorized"
     headers = {"WWW-Authenticate": "Bearer"}
 
 

@@ -30,11 +30,11 @@ def ready(request: Request, db: DbDep) -> Ready | JSONResponse:
         revision = migrate.current_revision(db.engine)
     except Exception as exc:  # any driver error: not ready, and say so without internals
         return problem(503, f"the database does not answer ({type(exc).__name__})", instance=path,
-                       field="database", title="Service not ready")
+                       field="database")
     head = migrate.head_revision()
     if revision != head:
         return problem(503, f"the schema is at {revision or 'no revision'}, not at {head}; run 'hinn db upgrade'",
-                       instance=path, field="revision", title="Service not ready")
+                       instance=path, field="revision")
     return Ready(status="ready", database="ok", revision=revision, head=head, fast_path=fast_path_state())
 
 

@@ -22,12 +22,13 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
+import torch
 from fastapi import APIRouter, Body, Header, Response
 
 from app import metrics, registry
 from app.api.deps import WRITE_AUTH, CacheDep, DbDep, SettingsDep
 from app.db.session import Database
-from app.errors import TooLarge, Unprocessable
+from app.errors import NotAcceptable, TooLarge, Unprocessable
 from app.registry import ModelCache
 from app.schemas import PREDICT_EXAMPLES, PredictRequest, PredictResponse
 from app.settings import Settings
@@ -81,6 +82,28 @@ def initial_conditions(body: PredictRequest, dof: int) -> tuple[np.ndarray, np.n
     return q, p
 
 
+def unusable_start(model: Any, q0: np.ndarray, p0: np.ndarray, pred: Prediction | None = None
+                   ) -> Unprocessable | None:
+    """When a rollout failed: the error naming the first initial condition at which the learned field,
+    its H or the true H is not even finite — the start, not the step size, is at fault there."""
+    with torch.no_grad():
+        q = torch.as_tensor(q0, dtype=model.dtype, device=model.device)
+        p = torch.as_tensor(p0, dtype=model.dtype, device=model.device)
+        dq, dp = model.rates(q, p)
+        ok = (torch.isfinite(dq).all(dim=1) & torch.isfinite(dp).all(dim=1)).cpu().numpy()
+        energy = model.hamiltonian(q, p)
+    if energy is not None:
+        ok &= np.isfinite(energy.double().cpu().numpy())
+    if pred is not None and pred.H_true is not None:
+        ok &= np.isfinite(pred.H_true[:, 0])
+    bad = np.flatnonzero(~ok)
+    if not len(bad):
+        return None
+    return Unprocessable("the model's vector field or H (or the system's true H) is not finite at this initial "
+                         "condition: is it far outside the range the model was trained on?",
+                         field=f"initial_conditions[{int(bad[0])}]")
+
+
 def true_system(loaded: LoadedModel) -> System | None:
     """The generating system recorded in the model's lineage (H_true), if it was a built-in one."""
     source = (loaded.metadata.get("lineage") or {}).get("dataset") or {}
@@ -122,9 +145,11 @@ def run(body: PredictRequest, db: Database, cache: ModelCache, settings: Setting
     integrator = body.integrator or model.spec.integrator or ""
     tolerances = None
     if integrator == adaptive.NAME:
-        # each trajectory may attempt as many steps as the request's share of HINN_MAX_STATE_STEPS
-        # (at least one per output interval): the work stays within the fixed-step bound
-        budget = max(len(times) - 1, settings.max_state_steps // len(body.initial_conditions))
+        # each trajectory may attempt as many steps as a fixed-step request could take: HINN_MAX_STEPS,
+        # and its share of HINN_MAX_STATE_STEPS (at least one per output interval), so the work stays
+        # within the fixed-step bounds (one trajectory with 2M steps took 26 s before this cap)
+        share = settings.max_state_steps // len(body.initial_conditions)
+        budget = max(len(times) - 1, min(settings.max_steps, share))
         tolerances = adaptive.tolerances_for(model.dtype, body.rtol, body.atol, budget)
     else:
         for name in ("rtol", "atol"):
@@ -136,11 +161,20 @@ def run(body: PredictRequest, db: Database, cache: ModelCache, settings: Setting
         pred = predict(model, q0, p0, times, integrator=integrator, system=true_system(loaded),
                        tolerances=tolerances)
     except IntegrationError as exc:
+        start = unusable_start(model, q0, p0)
+        if start is not None:
+            raise start from None
         if tolerances is not None:
-            raise Unprocessable(f"the rollout failed ({exc})", field="rtol") from None
+            horizon = "t_end" if time_field == "dt" else time_field
+            field = horizon if exc.too_many_steps else (
+                f"initial_conditions[{exc.trajectory}]" if exc.trajectory is not None else "initial_conditions")
+            raise Unprocessable(f"the rollout failed ({exc})", field=field) from None
         raise Unprocessable(f"the rollout failed ({exc}); use smaller steps", field=time_field) from None
     arrays = [a for a in (pred.q, pred.p, pred.H, pred.H_true) if a is not None]
     if not all(np.isfinite(a).all() for a in arrays):
+        start = unusable_start(model, q0, p0, pred)
+        if start is not None:
+            raise start
         raise Unprocessable("the rollout became non-finite (it diverged); use smaller steps or a shorter horizon",
                             field=time_field)
     seconds = time.perf_counter() - started
@@ -168,12 +202,41 @@ baseline), H_true the generating system's (built-in systems only).
 
 
 def wants_npz(accept: str | None) -> tuple[bool, Any]:
-    """Whether ``Accept`` asks for the NPZ response, and the array dtype (``;dtype=float32``)."""
-    for part in (accept or "").split(","):
+    """Content negotiation on ``Accept`` (RFC 9110 §12.5.1, q-values honoured): whether to send NPZ, and
+    its array dtype (``;dtype=float32``). NPZ only when named (a wildcard means JSON); NPZ wins a tie.
+    Raises `NotAcceptable` (406) when the header rules out both formats."""
+    if accept is None or not accept.strip():
+        return False, np.float64
+    ranges = []
+    for part in accept.split(","):
         media, *params = (x.strip().lower() for x in part.split(";"))
-        if media in NPZ_ALIASES:
-            return True, np.float32 if "dtype=float32" in params else np.float64
-    return False, np.float64
+        if not media:
+            continue
+        q, dtype = 1.0, np.float64
+        for param in params:
+            key, _, value = (x.strip() for x in param.partition("="))
+            if key == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0  # a malformed weight accepts nothing rather than everything
+            elif key == "dtype" and value == "float32":
+                dtype = np.float32
+        ranges.append((media, q, dtype))
+    npz = max(((q, dtype) for media, q, dtype in ranges if media in NPZ_ALIASES), default=(0.0, np.float64),
+              key=lambda x: x[0])
+    # the most specific range that matches JSON decides its weight
+    json_q, specificity = 0.0, -1
+    for media, q, _ in ranges:
+        rank = {"application/json": 2, "application/*": 1, "*/*": 0}.get(media, -1)
+        if rank > specificity:
+            json_q, specificity = q, rank
+    if npz[0] > 0 and npz[0] >= json_q:
+        return True, npz[1]
+    if json_q > 0:
+        return False, np.float64
+    raise NotAcceptable(f"none of the accepted types is offered; /predict answers application/json or {NPZ} "
+                        f"(alias application/x-npy), got {accept!r}", field="Accept")
 
 
 def npz_body(out: Rollout, dtype: Any) -> bytes:
@@ -203,13 +266,13 @@ def json_body(out: Rollout) -> bytes:
 
 @router.post("/predict", name="predict", response_model=PredictResponse,
              responses={200: {"content": {NPZ: {}}, "description": "the rollout (JSON, or NPZ on request)"},
-                        **ERRORS},
+                        406: {"description": "the Accept header rules out both JSON and NPZ"}, **ERRORS},
              summary="Roll a model out from initial conditions", description=PREDICT_DESCRIPTION)
 def predict_json(body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)], db: DbDep,
                  cache: CacheDep, settings: SettingsDep, accept: Annotated[str | None, Header()] = None) -> Response:
+    npz, dtype = wants_npz(accept)  # a 406 before any work
     out = run(body, db, cache, settings)
     started = time.perf_counter()
-    npz, dtype = wants_npz(accept)
     # built here, not through the response model: validating millions of floats would cost more than the rollout;
     # run() has already rejected non-finite values, which JSON cannot carry
     content, media = (npz_body(out, dtype), NPZ) if npz else (json_body(out), "application/json")

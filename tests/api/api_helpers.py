@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import warnings
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
+from app.problems import PROBLEM_BASE, TITLES
 from app.settings import Settings
 
 with warnings.catch_warnings():  # newer Starlette warns when its TestClient runs on httpx instead of httpx2
@@ -36,6 +38,9 @@ def assert_problem(response: Any, status: int, field: str | None = None, *, pref
     assert body["status"] == status
     assert {"type", "title", "detail", "instance", "errors"} <= set(body)
     assert body["instance"] == response.request.url.path
+    # one title per type (RFC 9457 §3.1.3): ours from the table, about:blank's the status phrase
+    slug = body["type"].removeprefix(PROBLEM_BASE)
+    assert body["title"] == (TITLES[slug] if body["type"].startswith(PROBLEM_BASE) else HTTPStatus(status).phrase), body
     if field is not None:
         got = body["errors"][0]["field"]
         assert got.startswith(field) if prefix else got == field, body

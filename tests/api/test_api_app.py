@@ -88,6 +88,14 @@ def test_unexpected_errors_are_500_without_internals(tmp_path: Path) -> None:
         assert "secret" not in client.get("/boom").text and body["type"].endswith("/internal-error")
 
 
+def test_every_problem_type_has_one_title() -> None:
+    """Each status's type and each special type has its fixed title (assert_problem checks every
+    problem the API tests meet against the same table)."""
+    from app.problems import SLUGS, TITLES
+
+    assert set(SLUGS.values()) <= set(TITLES) and len(set(TITLES.values())) == len(TITLES)
+
+
 def test_corrupt_artifact_is_a_500_integrity_problem(client: TestClient) -> None:
     db = client.app.state.db  # type: ignore[attr-defined]
     with db.session(write=True) as s:

@@ -104,6 +104,9 @@ def test_upload_without_file_is_422(client: TestClient) -> None:
      "trajectories[0].q"),
     ({"name": "x", "trajectories": [{"t": [0.0, 1.0], "q": [[1.0], [1.0]]}]}, "trajectories[0].p"),
     ([1, 2], "body"),
+    (spring_spec(noise_std=1e308), "noise_std"),  # noisy observations overflow: the knob, not the data
+    (spring_spec(seed=2**70), "seed"),
+    (spring_spec(n_trajectories="3"), "n_trajectories"),
 ])
 def test_create_rejects_bad_input(client: TestClient, body: object, field: str) -> None:
     assert_problem(client.post(url(client, "create_dataset"), json=body), 422, field)

@@ -69,6 +69,8 @@ def test_inline_dataset_is_stored_with_the_job(client: TestClient) -> None:
     ({"training": {"epoch": 5}}, 422, "training.epoch"),
     ({"training": {"device": "tpu"}}, 422, "training.device"),
     ({"training": {"learning_rate": -1}}, 422, "training.learning_rate"),
+    ({"training": {"seed": 2**70}}, 422, "training.seed"),  # beyond torch's 64-bit seeds (was a failed job)
+    ({"training": {"epochs": "3"}}, 422, "training.epochs"),  # no strings as numbers
     ({"model": {"architecture": "transformer"}}, 422, "model.architecture"),
     ({"model": {"width": 0}}, 422, "model.width"),
     ({"integrator": "verlet"}, 422, "integrator"),

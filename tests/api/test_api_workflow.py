@@ -147,6 +147,26 @@ def test_predict_npz_response_carries_the_json_numbers(env: Any, accept: str) ->
     np.testing.assert_allclose(small["q"], arrays["q"], rtol=1e-6)
 
 
+@pytest.mark.parametrize(("accept", "expected"), [
+    ("*/*", "application/json"),
+    ("application/*", "application/json"),
+    ("application/json;q=0.5, application/vnd.hinn.npz;q=0.4", "application/json"),
+    ("application/json;q=0.4, application/vnd.hinn.npz", "application/vnd.hinn.npz"),
+    ("application/vnd.hinn.npz;q=0, */*", "application/json"),
+    ("application/xml", None),
+    ("application/json;q=0", None),
+    ("text/html, application/xml;q=0.9", None),
+])
+def test_predict_negotiates_the_accept_header(env: Any, accept: str, expected: str | None) -> None:
+    """q-values decide; NPZ only when named; nothing acceptable is a 406 naming Accept (before any rollout)."""
+    r = env.client.post(path(env, "predict"), json=predict_body(), headers={"Accept": accept})
+    if expected is None:
+        problem = assert_problem(r, 406, "Accept")
+        assert "application/json" in problem["detail"] and problem["title"] == "Not acceptable"
+    else:
+        assert r.status_code == 200 and r.headers["content-type"] == expected
+
+
 def test_predict_reports_server_timing_and_metrics(env: Any) -> None:
     def state_steps() -> float:
         text = env.client.get("/metrics").text
@@ -238,6 +258,11 @@ def test_job_events_stream_ends_for_a_finished_job(env: Any) -> None:
     ({"integrator": "rk45", "rtol": 1e-20}, 422, "rtol"),  # below 100 ulp of float64
     ({"integrator": "rk45", "atol": 0.0}, 422, "atol"),
     ({"extra": 1}, 422, "extra"),
+    ({"initial_conditions": [{"q": [0.5], "p": [0.0]}, {"q": [1e300], "p": [0.0]}]}, 422,
+     "initial_conditions[1]"),  # H overflows at the start: the start is at fault, not dt
+    ({"integrator": "rk45", "t_end": 1e6, "dt": 2e5}, 422, "t_end"),  # beyond rk45's step budget (≤ max_steps)
+    ({"initial_conditions": [{"q": [True], "p": [0.0]}]}, 422, "initial_conditions[0].q[0]"),  # no bool as 1.0
+    ({"dt": "0.1"}, 422, "dt"),  # nor strings as numbers
 ])
 def test_predict_rejects_bad_input(env: Any, overrides: dict[str, Any], status: int, field: str) -> None:
     body = {k: v for k, v in predict_body(**overrides).items() if v is not None}  # None: leave the key out
@@ -293,7 +318,7 @@ def test_delete_model_evicts_it(env: Any) -> None:
                             (env.client.delete(path(env, "delete_model", ref=model_id)), "ref"),
                             (env.client.post(path(env, "predict"), json=predict_body(model=model_id)), "model")):
         problem = assert_problem(response, 410, field)
-        assert problem["title"] == "Gone"
+        assert problem["title"] == "Gone" and problem["type"].endswith("/gone")
         assert model_id in problem["detail"] and env.job_id in problem["detail"]
         assert f"deleted at {deleted_at}" in problem["detail"]
     # the deletion touched nothing else: the dataset and the job are still there

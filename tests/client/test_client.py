@@ -281,3 +281,15 @@ def test_the_client_needs_neither_hinn_core_nor_torch() -> None:
             "('hinn_core', 'torch', 'hessQuik', 'numba', 'app')); print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("bad", [{"q0": [float("nan")]}, {"p0": [float("inf")]}, {"dt": float("nan")},
+                                 {"times": [0.0, float("inf")], "t_end": None, "dt": None}])
+def test_predict_refuses_non_finite_numbers_before_sending(bad: dict) -> None:
+    """JSON has no NaN: a clear ValueError naming the argument, and nothing sent."""
+    sent: list[httpx.Request] = []
+    args = {"q0": [1.0], "p0": [0.0], "t_end": 0.1, "dt": 0.1, **bad}
+    with _mock(lambda request: sent.append(request) or httpx.Response(500)) as client:
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be finite"):
+            client.predict("m", **args)
+    assert sent == []

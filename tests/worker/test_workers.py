@@ -16,7 +16,7 @@ from app import jobs
 from app.db.models import Job, Model
 from app.worker import Worker
 from hinn_core import model_from_bytes
-from tests.service_helpers import add_dataset, make_db, service_settings, submit, wait_for
+from tests.service_helpers import add_dataset, make_db, service_settings, submit, tiny_request, wait_for
 
 
 @pytest.fixture
@@ -64,6 +64,41 @@ def test_a_training_error_fails_the_job_without_retry(env) -> None:
     job = _job(db, job_id)
     assert job.status == "failed" and job.attempts == 1
     assert "ConfigError" in job.error and _models(db) == []
+
+
+def test_an_unexpected_training_error_fails_at_once_and_keeps_server_paths_out(env, caplog) -> None:
+    """Not a HinnError, but deterministic for the same request: one attempt, not max_attempts; the
+    job's error (what its owner reads over the API) has no traceback, the worker's log has it."""
+    db, settings, dataset_id = env
+    with db.session(write=True) as s:
+        job, _ = jobs.submit(s, name="bad", request={**tiny_request(), "test_fraction": "a fifth"},
+                             dataset_id=dataset_id, max_attempts=3)
+    with caplog.at_level("WARNING", logger="hinn.worker"):
+        Worker(db, settings, threads=1).run(max_jobs=1, exit_when_idle=True)
+    row = _job(db, job.id)
+    assert row.status == "failed" and row.attempts == 1
+    assert row.error.startswith("ValueError: could not convert string to float") and "File " not in row.error
+    assert any(job.id in r.getMessage() and "Traceback" in r.getMessage() for r in caplog.records)
+
+
+def test_a_single_trajectory_trains_without_validation(database_url) -> None:
+    """Nothing to hold out: the job succeeds, and the stored metadata says null, not NaN (which JSON
+    cannot carry: before, every such job failed while writing its model)."""
+    db = make_db(database_url)
+    settings = service_settings(database_url)
+    try:
+        job_id = submit(db, add_dataset(db, settings, n=1), epochs=2)
+        Worker(db, settings, threads=1).run(max_jobs=1, exit_when_idle=True)
+        job = _job(db, job_id)
+        assert job.status == "succeeded", job.error
+        assert all(h["val_loss"] is None for h in job.history)
+        (model,) = _models(db, job_id)
+        with db.session() as s:
+            blob = s.scalar(select(Model.artifact).where(Model.id == model.id))
+        meta = model_from_bytes(blob).metadata
+        assert meta["training"]["best_val_loss"] is None and meta["training"]["n_val_trajectories"] == 0
+    finally:
+        db.dispose()
 
 
 def _has_cuda() -> bool:
