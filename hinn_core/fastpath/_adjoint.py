@@ -80,13 +80,11 @@ def sweep_saved(net, t, act, rh, U, S, tw, scalar):
     matmul_bias(U, net[0][t], net[1][t], Z, S)
     activate(Z, AH[0], D1[0], D2[0], S, act, rh, False)
     for layer in range(L):
-        b = br[layer]
         prev, cur = AH[layer], AH[layer + 1]
         for s in range(S):
             for j in range(w):
-                Z[s, j] = b[j]
                 cur[s, j] = prev[s, j]
-        matmul(prev, Wr[layer], Z, S, True)
+        matmul_bias(prev, Wr[layer], br[layer], Z, S)
         activate(Z, cur, D1[layer + 1], D2[layer + 1], S, act, rh, True)
     if not scalar:
         return

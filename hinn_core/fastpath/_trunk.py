@@ -86,6 +86,18 @@ def _matmul_tiles(A, K, Z, R, accumulate, n):
     _matmul_rows(A, K, Z, R4, R, accumulate, n)
 
 
+@njit(inline="always", **KERNEL)
+def _product(A, K, Z, R, accumulate, b):
+    """`matmul` (``b`` None) or `matmul_bias` (``b`` the bias) at widths 32 and 64: the vector tiles,
+    and vector rows for the rows no tile covers."""
+    if K.shape[1] == 32:
+        for r in range(vector_tiles(A, K, Z, R, accumulate, 32, b), R):
+            vector_row(A, K, Z, r, accumulate, 32, b)
+    else:
+        for r in range(vector_tiles(A, K, Z, R, accumulate, 64, b), R):
+            vector_row(A, K, Z, r, accumulate, 64, b)
+
+
 @njit(**KERNEL)
 def matmul(A, K, Z, R, accumulate):
     """``Z[r] (+)= A[r] @ K`` for rows ``r < R`` (``A`` may be wider than ``K`` has rows).
@@ -98,24 +110,24 @@ def matmul(A, K, Z, R, accumulate):
     four multiply-adds; 1.35–2× a row at a time, `_matmul_rows`).
     """
     n = K.shape[1]
-    if n == 32:
-        for r in range(vector_tiles(A, K, Z, R, accumulate, 32), R):
-            vector_row(A, K, Z, r, accumulate, 32)
-    elif n == 64:
-        for r in range(vector_tiles(A, K, Z, R, accumulate, 64), R):
-            vector_row(A, K, Z, r, accumulate, 64)
+    if n == 32 or n == 64:
+        _product(A, K, Z, R, accumulate, None)
     else:
         _matmul_tiles(A, K, Z, R, accumulate, n)
 
 
 @njit(**KERNEL)
 def matmul_bias(A, K, b, Z, R):
-    """``Z[r] = b + A[r] @ K`` for rows ``r < R``."""
+    """``Z[r] = b + A[r] @ K`` for rows ``r < R``; at widths 32 and 64 the sums start from ``b`` in
+    the vector registers (no pass that first fills ``Z`` with it)."""
     n = K.shape[1]
+    if n == 32 or n == 64:
+        _product(A, K, Z, R, False, b)
+        return
     for r in range(R):
         for j in range(n):
             Z[r, j] = b[j]
-    matmul(A, K, Z, R, True)
+    _matmul_tiles(A, K, Z, R, True, n)
 
 
 @njit(inline="always", **KERNEL)
@@ -139,11 +151,7 @@ def forward(net, t, act, rh, U, S, ws, order):
     matmul_bias(U, net[0][t], net[1][t], Z, S)
     _activate_layer(Z, A, D1[0], D2[0], S, act, rh, False, order)
     for layer in range(Wr.shape[0]):
-        b = br[layer]
-        for s in range(S):
-            for j in range(b.shape[0]):
-                Z[s, j] = b[j]
-        matmul(A, Wr[layer], Z, S, True)
+        matmul_bias(A, Wr[layer], br[layer], Z, S)
         _activate_layer(Z, A, D1[layer + 1], D2[layer + 1], S, act, rh, True, order)
 
 

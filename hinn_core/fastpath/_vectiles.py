@@ -57,9 +57,10 @@ def _features(context) -> str:
         return ""
 
 
-def _literal_width(A, K, Z, N) -> int | None:
+def _literal_width(A, K, Z, N, b) -> int | None:
     """The intrinsics' typing: ``N`` as a literal width (None until numba offers the literal), with
-    the arguments checked (a `TypingError` names the one at fault)."""
+    the arguments checked (a `TypingError` names the one at fault). ``b``: None, or the bias, a 1-d
+    C-contiguous array of the same dtype (``N`` entries read)."""
     if not isinstance(N, types.IntegerLiteral):
         return None
     width = N.literal_value
@@ -70,11 +71,14 @@ def _literal_width(A, K, Z, N) -> int | None:
             raise TypingError(f"vector tiles: {name} must be a 2-d C-contiguous array, got {ary}")
     if not (A.dtype == K.dtype == Z.dtype and isinstance(Z.dtype, types.Float)):
         raise TypingError(f"vector tiles: one float dtype expected, got {A.dtype}, {K.dtype}, {Z.dtype}")
+    if not (isinstance(b, (types.NoneType, types.Omitted))
+            or (isinstance(b, types.Array) and b.ndim == 1 and b.layout == "C" and b.dtype == Z.dtype)):
+        raise TypingError(f"vector tiles: b must be None or a 1-d C-contiguous {Z.dtype} array, got {b}")
     return width
 
 
 class _Emitter:
-    """The IR pieces both intrinsics emit for ``(A, K, Z, index, accumulate, N)``: the index and the
+    """The IR pieces both intrinsics emit for ``(A, K, Z, index, accumulate, N, b)``: the index and the
     flag as values, element addresses, ``NC``-wide vector loads, and broadcast multiply-adds into
     ``lead`` accumulator slots (allocas that LLVM promotes to registers)."""
 
@@ -83,6 +87,8 @@ class _Emitter:
         self.index = context.cast(builder, args[3], sig.args[3], types.intp)
         self.keep = context.cast(builder, args[4], sig.args[4], types.boolean)
         self.arrays = [context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3], strict=True)]
+        self.bias = (context.make_array(sig.args[6])(context, builder, args[6])
+                     if isinstance(sig.args[6], types.Array) else None)
         self.T = context.get_value_type(sig.args[2].dtype)
         self.itemsize = context.get_abi_sizeof(self.T)
         self.lead, self.nc = shape(_features(context), self.itemsize)
@@ -110,10 +116,15 @@ class _Emitter:
     def load_k(self, i, col):
         return self.builder.load(self.address(1, i, col, True), align=self.itemsize)
 
-    def start(self, slot, row, col, from_z: bool) -> None:
-        """Set an accumulator to ``Z[row, col:col+NC]`` (when accumulating) or to zero."""
+    def start(self, slot, row, col, first: bool) -> None:
+        """Set an accumulator to ``b[col:col+NC]`` (with a bias), ``Z[row, col:col+NC]`` (when
+        accumulating) or zero; not ``first`` (a row's second and later chains): zero."""
         value = self.zero
-        if from_z:
+        if first and self.bias is not None:
+            b = self.builder
+            raw = b.gep(b.bitcast(self.bias.data, ir.IntType(8).as_pointer()), [b.mul(col, self.const(self.itemsize))])
+            value = b.load(b.bitcast(raw, self.VT.as_pointer()), align=self.itemsize)
+        elif first:
             z = self.builder.load(self.address(2, row, col, True), align=self.itemsize)
             value = self.builder.select(self.keep, z, self.zero)
         self.builder.store(value, slot)
@@ -131,11 +142,13 @@ class _Emitter:
 
 
 @intrinsic(prefer_literal=True)
-def vector_tiles(typingctx, A, K, Z, R, accumulate, N):
+def vector_tiles(typingctx, A, K, Z, R, accumulate, N, b):
     """``Z[r] (+)= A[r] @ K`` for the rows ``r`` < ``R`` that fill whole tiles; returns how many
     rows that is (a multiple of the tile's rows; 0 when ``R`` is smaller). ``K: (m, N)`` with
-    ``N`` a literal in `WIDTHS`; ``A`` may be wider than ``m``; all C-contiguous."""
-    width = _literal_width(A, K, Z, N)
+    ``N`` a literal in `WIDTHS`; ``A`` may be wider than ``m``; all C-contiguous. With a bias
+    ``b`` (not None), ``Z[r] = b + A[r] @ K`` whatever ``accumulate`` says: the sums start from
+    ``b`` in registers, no pass that first fills ``Z`` with it."""
+    width = _literal_width(A, K, Z, N, b)
     if width is None:
         return None
 
@@ -157,7 +170,7 @@ def vector_tiles(typingctx, A, K, Z, R, accumulate, N):
                     e.finish(builder.load(slot), row, col)
         return done
 
-    return types.intp(A, K, Z, R, accumulate, N), codegen
+    return types.intp(A, K, Z, R, accumulate, N, b), codegen
 
 
 def row_shape(features: str, itemsize: int, width: int) -> tuple[int, int]:
@@ -172,12 +185,12 @@ def row_shape(features: str, itemsize: int, width: int) -> tuple[int, int]:
 
 
 @intrinsic(prefer_literal=True)
-def vector_row(typingctx, A, K, Z, r, accumulate, N):
+def vector_row(typingctx, A, K, Z, r, accumulate, N, b):
     """``Z[r] (+)= A[r] @ K`` for one row (batch 1, and the rows `vector_tiles` leaves): the sum over
     ``K``'s rows split into ``P`` independent chains (``i mod P``, added pairwise at the end), since
     one chain of dependent multiply-adds on a row's few vectors would wait on each one's latency.
-    Arguments as `vector_tiles`."""
-    width = _literal_width(A, K, Z, N)
+    Arguments as `vector_tiles` (the bias starts chain 0)."""
+    width = _literal_width(A, K, Z, N, b)
     if width is None:
         return None
 
@@ -202,4 +215,4 @@ def vector_row(typingctx, A, K, Z, r, accumulate, N):
             e.finish(sums[0], row, col)
         return context.get_dummy_value()
 
-    return types.none(A, K, Z, r, accumulate, N), codegen
+    return types.none(A, K, Z, r, accumulate, N, b), codegen

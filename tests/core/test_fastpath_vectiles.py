@@ -26,23 +26,23 @@ from hinn_core.fastpath.vectorwidth import active_features
 
 
 @njit(cache=False)
-def _tiles32(A, K, Z, R, accumulate):
-    return vector_tiles(A, K, Z, R, accumulate, 32)
+def _tiles32(A, K, Z, R, accumulate, b=None):
+    return vector_tiles(A, K, Z, R, accumulate, 32, b)
 
 
 @njit(cache=False)
-def _tiles64(A, K, Z, R, accumulate):
-    return vector_tiles(A, K, Z, R, accumulate, 64)
+def _tiles64(A, K, Z, R, accumulate, b=None):
+    return vector_tiles(A, K, Z, R, accumulate, 64, b)
 
 
 @njit(cache=False)
-def _row32(A, K, Z, r, accumulate):
-    vector_row(A, K, Z, r, accumulate, 32)
+def _row32(A, K, Z, r, accumulate, b=None):
+    vector_row(A, K, Z, r, accumulate, 32, b)
 
 
 @njit(cache=False)
-def _row64(A, K, Z, r, accumulate):
-    vector_row(A, K, Z, r, accumulate, 64)
+def _row64(A, K, Z, r, accumulate, b=None):
+    vector_row(A, K, Z, r, accumulate, 64, b)
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,24 +55,24 @@ def _rows_per_tile(dtype, width: int) -> int:
     return tile_shape(active_features(), np.dtype(dtype).itemsize, width)[0]
 
 
-@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("mode", ["overwrite", "accumulate", "bias"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize(("extra_rows", "m"), [(0, 32), (5, 64), (-1, 2), (1, 7), (3, 1)])
 def test_tiles_match_numpy_and_leave_the_other_rows_alone(extra_rows: int, m: int, width: int, dtype,
-                                                           accumulate: bool) -> None:
+                                                           mode: str) -> None:
     rt = _rows_per_tile(dtype, width)
     R = max(0, 2 * rt + extra_rows)  # two tiles and a tail (or one row short of two tiles)
     rng = np.random.default_rng(R * 1000 + m)
     A = rng.standard_normal((R + 2, m + 3)).astype(dtype)  # wider than K: only the first m columns count
     K = rng.standard_normal((m, width)).astype(dtype)
     Z0 = rng.standard_normal((R + 2, width)).astype(dtype)
+    b = rng.standard_normal(width).astype(dtype) if mode == "bias" else None
     Z = Z0.copy()
-    done = TILES[width](A, K, Z, R, accumulate)
+    done = TILES[width](A, K, Z, R, mode == "accumulate", b)  # a bias: Z = b + A @ K, Z's contents ignored
     assert done == R - R % rt
     exact = A[:done, :m].astype(np.float64) @ K.astype(np.float64)
-    if accumulate:
-        exact += Z0[:done]
+    exact += Z0[:done] if mode == "accumulate" else b if mode == "bias" else 0.0
     scale = max(1.0, float(np.abs(exact).max()))
     np.testing.assert_allclose(Z[:done], exact, rtol=0, atol=TOL[dtype] * scale)
     np.testing.assert_array_equal(Z[done:], Z0[done:])  # the tail is the caller's (`matmul`'s row loop)
@@ -98,18 +98,20 @@ def test_each_output_is_the_in_order_multiply_add_chain(dtype) -> None:
         np.testing.assert_allclose(Z, A @ K, rtol=0, atol=1e-13)
 
 
-@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("mode", ["overwrite", "accumulate", "bias"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("m", [1, 2, 7, 32, 64, 67])  # whole groups of P chains, and remainders
-def test_a_row_matches_numpy_and_leaves_the_other_rows_alone(m: int, width: int, dtype, accumulate: bool) -> None:
+def test_a_row_matches_numpy_and_leaves_the_other_rows_alone(m: int, width: int, dtype, mode: str) -> None:
     rng = np.random.default_rng(m + width)
     A = rng.standard_normal((3, m + 2)).astype(dtype)
     K = rng.standard_normal((m, width)).astype(dtype)
     Z0 = rng.standard_normal((3, width)).astype(dtype)
+    b = rng.standard_normal(width).astype(dtype) if mode == "bias" else None
     Z = Z0.copy()
-    ROWS[width](A, K, Z, 1, accumulate)
-    exact = A[1, :m].astype(np.float64) @ K.astype(np.float64) + (Z0[1] if accumulate else 0.0)
+    ROWS[width](A, K, Z, 1, mode == "accumulate", b)
+    exact = A[1, :m].astype(np.float64) @ K.astype(np.float64)
+    exact += Z0[1] if mode == "accumulate" else b if mode == "bias" else 0.0
     np.testing.assert_allclose(Z[1], exact, rtol=0, atol=TOL[dtype] * max(1.0, float(np.abs(exact).max())))
     np.testing.assert_array_equal(Z[[0, 2]], Z0[[0, 2]])
 
@@ -144,6 +146,7 @@ def test_a_rows_sum_runs_in_independent_chains_added_pairwise(m: int) -> None:
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("R", [1, 7, 8, 21, 64])
 def test_matmul_takes_the_tiles_and_vector_rows_for_the_rest(dtype, R: int) -> None:
+    """`matmul` (overwrite, accumulate) and `matmul_bias` at the vector widths and at one without."""
     rng = np.random.default_rng(R)
     for width in (32, 64, 48):  # 48: no vector tiles, the loop tiles alone
         A = rng.standard_normal((R, 40)).astype(dtype)
@@ -154,6 +157,11 @@ def test_matmul_takes_the_tiles_and_vector_rows_for_the_rest(dtype, R: int) -> N
         Z2 = np.ones((R, width), dtype)
         _trunk.matmul(A, K, Z2, R, True)
         np.testing.assert_allclose(Z2, 1.0 + A.astype(np.float64) @ K, rtol=0, atol=TOL[dtype] * 40)
+        b = rng.standard_normal(width).astype(dtype)
+        Z3 = np.full((R + 1, width), 7.0, dtype)
+        _trunk.matmul_bias(A, K, b, Z3, R)
+        np.testing.assert_allclose(Z3[:R], b + A.astype(np.float64) @ K, rtol=0, atol=TOL[dtype] * 40)
+        assert (Z3[R] == 7.0).all()
 
 
 def test_register_budget_follows_the_targets_vector_registers() -> None:
@@ -189,11 +197,11 @@ def test_shapes_keep_accumulators_within_half_the_registers(shape_of, features: 
 def test_bad_arguments_are_refused_when_compiling() -> None:
     @njit(cache=False)
     def width16(A, K, Z):
-        return vector_tiles(A, K, Z, 4, False, 16)
+        return vector_tiles(A, K, Z, 4, False, 16, None)
 
     @njit(cache=False)
     def strided(A, K, Z):
-        return vector_tiles(A[:, ::2], K, Z, 4, False, 32)
+        return vector_tiles(A[:, ::2], K, Z, 4, False, 32, None)
 
     A, K, Z = np.ones((8, 64)), np.ones((32, 32)), np.ones((8, 32))
     with pytest.raises(TypingError, match="width must be one of"):
@@ -204,13 +212,17 @@ def test_bad_arguments_are_refused_when_compiling() -> None:
         _tiles32(A.astype(np.float32), K, Z, 8, False)
     with pytest.raises(TypingError, match="one float dtype"):
         _row32(A, K.astype(np.float32), Z, 0, False)
+    with pytest.raises(TypingError, match="b must be None or a 1-d"):
+        _tiles32(A, K, Z, 8, False, np.ones(32, np.float32))
+    with pytest.raises(TypingError, match="b must be None or a 1-d"):
+        _row32(A, K, Z, 0, False, np.ones((1, 32)))
 
 
 #: an AVX2 target (16 ymm registers) for numba, whatever this host has
 _AVX2 = "+64bit,+avx,+avx2,+fma,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+cx16,+popcnt,-avx512f"
 _PROBE = """
 import numpy as np
-from hinn_core.fastpath._trunk import matmul
+from hinn_core.fastpath._trunk import matmul, matmul_bias
 from hinn_core.fastpath._vectiles import row_shape, tile_shape
 from hinn_core.fastpath.vectorwidth import active_features
 
@@ -226,6 +238,10 @@ for dt, tol in ((np.float32, 2e-5), (np.float64, 1e-13)):
             Z = np.ones((rows, width), dt)
             matmul(A, K, Z, rows, True)
             err = float(np.abs(Z - 1.0 - A.astype(np.float64) @ K).max())
+            worst = max(worst, err / (tol * 40))
+            b = rng.standard_normal(width).astype(dt)
+            matmul_bias(A, K, b, Z, rows)
+            err = float(np.abs(Z - b - A.astype(np.float64) @ K).max())
             worst = max(worst, err / (tol * 40))
 print(tile_shape(features, 4, 32), row_shape(features, 8, 64), worst)
 """
