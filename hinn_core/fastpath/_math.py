@@ -3,7 +3,8 @@
 libm's ``tanh``/``exp``/``log1p`` are opaque calls (~20 ns each) that stop LLVM from vectorising a loop, and
 tanh alone would be most of a rollout's time. `exp_neg`, `log1p_unit` and the activations below are plain
 arithmetic (Cephes' range reduction and Padé/polynomial, the power of two built from its bits),
-accurate to ≤ 3 ulp like torch's own vectorised versions, so loops over a layer vectorise.
+accurate to a few ulp like torch's own vectorised versions (measured: float64 tanh 4.4 ulp near
+|x| = 0.125, every other function and dtype ≤ 2.5; tested), so loops over a layer vectorise.
 ``cst(x, v)`` casts a constant to the float type of ``x``: a bare ``0.5`` would promote float32
 arithmetic to float64.
 """
