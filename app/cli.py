@@ -12,12 +12,25 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from app import cli_types
+
 EXIT_USAGE = 2
 EXIT_ERROR = 1
+#: `hinn predict`'s default bound on the steps of one rollout
+MAX_STEPS = 10_000_000
+
+
+#: the flags of simulated data (with --system), and their defaults: an error with --data
+_SIMULATION_FLAGS = (("--param", "param"), ("--n-trajectories", "n_trajectories"), ("--t-end", "t_end"),
+                     ("--dt", "dt"), ("--dt-jitter", "dt_jitter"), ("--noise-std", "noise_std"),
+                     ("--data-seed", "data_seed"))
+_SIMULATION_DEFAULTS = {"param": [], "n_trajectories": 50, "t_end": 3.0, "dt": 0.1, "dt_jitter": 0.0,
+                        "noise_std": 0.0, "data_seed": 0}
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -37,12 +50,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("simulated data (with --system)")
     g.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="system parameter, repeatable (e.g. --param m=2)")
-    g.add_argument("--n-trajectories", type=int, default=50)
-    g.add_argument("--t-end", type=float, default=3.0)
-    g.add_argument("--dt", type=float, default=0.1)
-    g.add_argument("--dt-jitter", type=float, default=0.0, help="in [0, 1): > 0 gives variable time steps")
-    g.add_argument("--noise-std", type=float, default=0.0, help="observation noise on q and p")
-    g.add_argument("--data-seed", type=int, default=0)
+    g.add_argument("--n-trajectories", type=cli_types.positive_int, default=_SIMULATION_DEFAULTS["n_trajectories"])
+    g.add_argument("--t-end", type=float, default=_SIMULATION_DEFAULTS["t_end"])
+    g.add_argument("--dt", type=float, default=_SIMULATION_DEFAULTS["dt"])
+    g.add_argument("--dt-jitter", type=float, default=_SIMULATION_DEFAULTS["dt_jitter"],
+                   help="in [0, 1): > 0 gives variable time steps")
+    g.add_argument("--noise-std", type=float, default=_SIMULATION_DEFAULTS["noise_std"],
+                   help="observation noise on q and p")
+    g.add_argument("--data-seed", type=cli_types.seed, default=_SIMULATION_DEFAULTS["data_seed"])
     m = p.add_argument_group("model")
     spec = ModelSpec()  # the defaults (the science benchmark's best recipe)
     m.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=spec.architecture,
@@ -59,7 +74,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--learning-rate", type=float, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--rollout-steps", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=cli_types.seed, default=0)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--dtype", choices=["auto", "float64", "float32"], default="auto",
                    help="auto: float32 on CUDA, float64 on CPU")
@@ -86,6 +101,15 @@ def _parse_params(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse an output path that cannot be written, before the work that produces it."""
+    if path.is_dir():
+        raise SystemExit(f"hinn: error: {flag} {path} is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise SystemExit(f"hinn: error: {flag} {path}: the folder {parent} does not exist")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
@@ -93,6 +117,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hinn_core import ModelSpec, TrainConfig, build_metadata, evaluate, generate_dataset, save_model, train
     from hinn_core.dataio import load_dataset
 
+    _check_writable(args.out, "--out")  # before training, not after it
+    if args.data is not None:
+        given = [flag for flag, dest in _SIMULATION_FLAGS if getattr(args, dest) != _SIMULATION_DEFAULTS[dest]]
+        if given:
+            raise SystemExit(f"hinn train: error: {', '.join(given)} only apply with --system (simulated data), "
+                             "not with --data")
     if args.system:
         data = generate_dataset(args.system, args.n_trajectories, args.t_end, args.dt,
                                 dt_jitter=args.dt_jitter, noise_std=args.noise_std, seed=args.data_seed,
@@ -168,6 +198,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="rk45's relative tolerance (default 1e-9; 1e-4 for float32 models)")
     p.add_argument("--atol", type=float, default=None,
                    help="rk45's absolute tolerance (default 1e-9; 1e-6 for float32 models)")
+    p.add_argument("--max-steps", type=cli_types.positive_int, default=MAX_STEPS,
+                   help=f"refuse longer rollouts (default {MAX_STEPS:,}: 80 MB per coordinate and trajectory)")
     p.add_argument("--format", choices=["json", "csv"], default="json")
     p.add_argument("--output", type=Path, help="write to this file instead of stdout")
     p.add_argument("--png", type=Path, help="also write a plot: trajectories, phase portrait, energy")
@@ -199,8 +231,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from hinn_core import load_model, make_system, make_time_grid, predict
     from hinn_core.plotting import prediction_png
 
+    for path, flag in ((args.output, "--output"), (args.png, "--png")):
+        if path is not None:
+            _check_writable(path, flag)
+    if args.initial_conditions and (args.q is not None or args.p is not None):
+        raise SystemExit("hinn predict: error: give either --q/--p or --initial-conditions, not both")
     if args.initial_conditions:
-        items = json.loads(args.initial_conditions.read_text())
+        try:
+            items = json.loads(args.initial_conditions.read_text())
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"hinn predict: error: --initial-conditions {args.initial_conditions} is not valid "
+                             f"JSON ({exc})") from None
         try:
             q0 = np.array([it["q"] for it in items], dtype=float)
             p0 = np.array([it["p"] for it in items], dtype=float)
@@ -215,8 +256,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.t_end is not None or args.dt is not None:
             raise SystemExit("hinn predict: error: give either --times or --t-end/--dt, not both")
         times = np.array(args.times)
+        if len(times) - 1 > args.max_steps:
+            raise SystemExit(f"hinn predict: error: --times gives {len(times) - 1} steps, more than --max-steps "
+                             f"{args.max_steps}")
     elif args.t_end is not None and args.dt is not None:
-        times = make_time_grid(args.t_end, args.dt)
+        times = make_time_grid(args.t_end, args.dt, max_steps=args.max_steps)
     else:
         raise SystemExit("hinn predict: error: give --t-end and --dt, or --times")
 
@@ -275,12 +319,40 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except HinnError as exc:
-        print(f"hinn {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"hinn {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `hinn systems | head`: the reader left; no traceback, SIGPIPE's status
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (HinnError, *_expected_errors()) as exc:
+        if os.environ.get("HINN_DEBUG"):
+            raise
+        print(f"hinn {args.command}: error: {_one_line(exc)} (HINN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """What bad input or a bad environment raises (files, settings, database URLs, migrations,
+    memory): one line each, not a traceback; anything else is a bug and keeps its traceback."""
+    errors: list[type[BaseException]] = [OSError, MemoryError]
+    for module, name in (("pydantic", "ValidationError"), ("sqlalchemy.exc", "SQLAlchemyError"),
+                         ("alembic.util", "CommandError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except ImportError:  # the service's dependencies are optional for the local commands
+            pass
+    return tuple(errors)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):  # pydantic: the settings
+        return "; ".join(f"HINN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 if __name__ == "__main__":  # pragma: no cover

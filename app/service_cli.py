@@ -8,6 +8,8 @@ import signal
 import threading
 from typing import Any
 
+from app import cli_types
+
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     from app.settings import Settings
@@ -16,6 +18,29 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     if getattr(args, "database_url", None):
         overrides["database_url"] = args.database_url
     return Settings(**overrides)
+
+
+def _check_device(settings: Any) -> None:
+    """Refuse to start workers that would fail every job they claim (``cuda`` with no GPU here)."""
+    if settings.device == "cuda" and settings.workers != 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("hinn: error: device 'cuda' (HINN_DEVICE or --device) but torch sees no CUDA "
+                             "device on this machine; use --device cpu or auto")
+
+
+def _check_database(settings: Any) -> None:
+    """Connect once before serving: a bad URL or an unreachable database is one line here, not a
+    traceback from the server's start-up (`main` prints SQLAlchemy's errors as one line)."""
+    from app.db.session import Database
+
+    db = Database(settings.database_url)
+    try:
+        with db.engine.connect():
+            pass
+    finally:
+        db.dispose()
 
 
 def _ensure_schema(db: Any, settings: Any) -> None:
@@ -35,6 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.metrics import configure_logging
 
     settings = _settings(args, workers=args.workers, device=args.device)
+    _check_device(settings)
+    _check_database(settings)
     import torch
 
     # competing intra-op threads slow batch-1 rollouts 2.5-5x on a busy machine; the compiled
@@ -58,6 +85,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.worker import Worker
 
     settings = _settings(args, device=args.device, poll_seconds=args.poll_seconds, lease_seconds=args.lease_seconds)
+    _check_device(settings.model_copy(update={"workers": 1}))
     configure_logging(settings.log_level)
     db = Database(settings.database_url)
     _ensure_schema(db, settings)
@@ -93,9 +121,9 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
                        description="Defaults: SQLite file ./hinn.db, one worker, http://127.0.0.1:8000/docs. "
                                    "Every HINN_* environment variable applies (see README).")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=cli_types.port, default=8000)
     s.add_argument("--database-url", help="default: HINN_DATABASE_URL or sqlite:///./hinn.db")
-    s.add_argument("--workers", type=int, help="in-process workers (default: HINN_WORKERS or 1)")
+    s.add_argument("--workers", type=cli_types.non_negative_int, help="in-process workers (default: HINN_WORKERS or 1)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"])
     s.set_defaults(func=cmd_serve)
 
@@ -103,10 +131,10 @@ def add_service_commands(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--database-url")
     w.add_argument("--device", choices=["auto", "cpu", "cuda"])
     w.add_argument("--worker-id", help="default: host:pid:random")
-    w.add_argument("--threads", type=int, help="torch threads per training process")
-    w.add_argument("--poll-seconds", type=float)
-    w.add_argument("--lease-seconds", type=float)
-    w.add_argument("--max-jobs", type=int, help="exit after this many jobs")
+    w.add_argument("--threads", type=cli_types.positive_int, help="torch threads per training process")
+    w.add_argument("--poll-seconds", type=cli_types.positive_float)
+    w.add_argument("--lease-seconds", type=cli_types.positive_float)
+    w.add_argument("--max-jobs", type=cli_types.positive_int, help="exit after this many jobs")
     w.add_argument("--exit-when-idle", action="store_true", help="exit when the queue is empty")
     w.set_defaults(func=cmd_worker)
 

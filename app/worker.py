@@ -63,6 +63,8 @@ class Worker:
         self.settings = settings
         self.worker_id = worker_id or default_worker_id()
         self.stop = stop or threading.Event()
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be None or >= 1, got {threads}")
         self.threads = threads
         self._ctx = multiprocessing.get_context("spawn")
         self._child: Any = None

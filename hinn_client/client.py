@@ -160,7 +160,7 @@ class _Progress:
         self.enabled = enabled
         self.bar: Any = None
         self.last = ""
-        self.label = f"{job.get('name')} [{str(job.get('id'))[:8]}]"
+        self.label = f"{job.get('name')} [{str(job.get('id'))[-8:]}]"  # ids start with a timestamp: the random end
         if enabled:
             try:
                 from tqdm.auto import tqdm
@@ -383,6 +383,7 @@ class Client:
                 if expected and digest.hexdigest() != expected:
                     raise HinnError(f"downloaded model file has sha256 {digest.hexdigest()}, the server said "
                                     f"{expected}: the transfer was corrupted; nothing was saved")
+                os.chmod(tmp, 0o644)  # mkstemp's 0600 → what `hinn train` and open() give under umask 022
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)

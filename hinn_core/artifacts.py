@@ -168,9 +168,15 @@ def save_model(model: DynamicsModel, path: str | Path, metadata: dict[str, Any])
     """Write the model file atomically (temp file + rename); returns its sha256."""
     data = model_to_bytes(model, metadata)
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory, not a model file name", str(path))
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left behind
+        raise
     return hashlib.sha256(data).hexdigest()
 
 

@@ -16,6 +16,16 @@ import numpy as np
 from hinn_core.errors import DataError
 from hinn_core.systems import System, make_system
 
+#: the largest seed accepted anywhere (torch's generators take signed 64-bit seeds)
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any, field: str = "seed") -> None:
+    """A `DataError` unless ``seed`` is an integer in [0, `MAX_SEED`] (numpy refuses negative seeds
+    with a bare ValueError, torch overflows above 2^63)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise DataError(f"must be an integer in [0, {MAX_SEED}], got {seed!r}", field=field)
+
 
 def _as_float_array(value: Any, field_name: str, ndim: int) -> np.ndarray:
     try:  # a copy: freezing it must neither freeze the caller's array nor alias a view of it
@@ -184,6 +194,7 @@ class TrajectoryDataset:
         Every part gets at least one trajectory; raises `DataError` if there are too few.
         """
         n = len(self)
+        check_seed(seed)
         if not fractions or any(not (np.isfinite(f) and f > 0) for f in fractions):
             raise DataError(f"split fractions must be positive numbers, got {list(fractions)}", field="fractions")
         if n < len(fractions):
@@ -258,6 +269,7 @@ def generate_dataset(
         raise DataError(f"must be a positive integer, got {n_trajectories!r}", field="n_trajectories")
     if not (noise_std >= 0 and np.isfinite(noise_std)):
         raise DataError(f"must be a finite number >= 0, got {noise_std!r}", field="noise_std")
+    check_seed(seed)
     rng = np.random.default_rng(seed)
     q0, p0 = system.sample_initial_conditions(n_trajectories, rng)
     trajectories = []

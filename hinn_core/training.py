@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hinn_core.data import TrajectoryDataset
+from hinn_core.data import MAX_SEED, TrajectoryDataset
 from hinn_core.errors import ConfigError, IntegrationError, TrainingCancelled, TrainingDiverged
 from hinn_core.finite_differences import finite_difference_rates
 from hinn_core.models import DynamicsModel, ModelSpec
@@ -42,10 +42,6 @@ INITIAL_STATES = ("observed", "learned")
 #: CPU; 2–4× faster per step, measured in docs/performance.md); "torch" — autograd through the
 #: integrator's ops (any device, the reference); "auto" — numba where it covers the model, else torch
 TRAIN_ENGINES = ("auto", "numba", "torch")
-
-
-#: the largest seed torch's generators accept (a signed 64-bit integer)
-MAX_SEED = 2**63 - 1
 
 
 @dataclass

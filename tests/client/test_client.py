@@ -224,6 +224,7 @@ def test_a_corrupted_download_saves_nothing(tmp_path: Path) -> None:
 
     with _mock(handler) as client:
         assert client.download("good", tmp_path / "good.model").read_bytes() == blob
+        assert (tmp_path / "good.model").stat().st_mode & 0o777 == 0o644  # as `hinn train` writes, not mkstemp's 0600
         with pytest.raises(HinnError, match="corrupted"):
             client.download("bad", tmp_path / "bad.model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.model"]

@@ -172,3 +172,83 @@ def test_the_console_script_is_installed() -> None:
     out = subprocess.run([exe, "systems"], capture_output=True, text=True, check=True, timeout=120).stdout
     names = {s["name"] for s in json.loads(out)}
     assert {"spring", "pendulum", "two-body", "three-body", "henon-heiles", "nonseparable"} <= names
+
+
+def _one_line_error(capsys, status: int, got: int, *needles: str) -> str:
+    """The command failed with ``status`` and one line on stderr naming what is wrong, no traceback."""
+    err = capsys.readouterr().err
+    assert got == status, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def _usage_error(capsys, argv: list[str], *needles: str) -> None:
+    """argparse's usage error (exit 2) for a bad flag value."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(n in err for n in needles), err
+
+
+@pytest.mark.parametrize("flag", ["--seed", "--data-seed"])
+def test_train_refuses_a_negative_seed_as_a_usage_error(tmp_path, capsys, flag: str) -> None:
+    _usage_error(capsys, ["train", "--system", "spring", "--out", str(tmp_path / "m.model"), flag, "-1", *TINY],
+                 flag, "[0, 9223372036854775807]")
+
+
+def test_train_checks_its_output_path_before_training(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit, match="the folder .*nodir does not exist"):
+        main(["train", "--system", "spring", "--out", str(tmp_path / "nodir" / "m.model"), *TINY])
+    with pytest.raises(SystemExit, match="is a directory"):
+        main(["train", "--system", "spring", "--out", str(tmp_path), *TINY])
+    assert list(tmp_path.iterdir()) == []  # no temp file left behind
+
+
+def test_train_refuses_simulation_flags_with_a_data_file(tmp_path) -> None:
+    data = tmp_path / "d.npz"
+    save_dataset(generate_dataset("spring", 4, 1.0, 0.1, seed=0), data)
+    with pytest.raises(SystemExit, match="--param, --n-trajectories only apply with --system"):
+        main(["train", "--data", str(data), "--out", str(tmp_path / "m.model"), "--n-trajectories", "9",
+              "--param", "k=2", *TINY])
+
+
+def test_predict_file_problems_are_one_line_errors(model_file, tmp_path, capsys) -> None:
+    base = ["predict", model_file, "--t-end", "1", "--dt", "0.1"]
+    _one_line_error(capsys, 1, main([*base, "--initial-conditions", str(tmp_path / "missing.json")]),
+                    "missing.json", "No such file")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(SystemExit, match="bad.json is not valid JSON"):
+        main([*base, "--initial-conditions", str(bad)])
+    with pytest.raises(SystemExit, match="either --q/--p or --initial-conditions"):
+        main([*base, "--initial-conditions", str(bad), "--q", "1", "--p", "0"])
+    for flag in ("--output", "--png"):
+        with pytest.raises(SystemExit, match=f"{flag} .*the folder .*nodir does not exist"):
+            main([*base, "--q", "1", "--p", "0", flag, str(tmp_path / "nodir" / "out")])
+    assert capsys.readouterr().out == ""  # nothing printed before the refusal
+
+
+def test_predict_refuses_more_steps_than_max_steps(model_file, capsys) -> None:
+    """1e12 steps once asked numpy for 7 TiB; now a one-line error naming the bound."""
+    _one_line_error(capsys, 1, main(["predict", model_file, "--q", "1", "--p", "0", "--t-end", "1e9", "--dt", "1e-3"]),
+                    "10000000")
+    assert main(["predict", model_file, "--q", "1", "--p", "0", "--t-end", "1", "--dt", "0.1", "--max-steps", "5"]) == 1
+    assert "limit of 5" in capsys.readouterr().err
+
+
+def test_the_cli_seed_bound_is_the_cores() -> None:
+    from app import cli_types
+    from hinn_core.data import MAX_SEED
+
+    assert cli_types.MAX_SEED == MAX_SEED
+
+
+def test_a_closed_pipe_is_not_a_traceback() -> None:
+    """`hinn systems | head -1`: the reader leaves early; hinn exits quietly with SIGPIPE's status."""
+    code = ("import sys, os; from app.cli import main; r, w = os.pipe(); os.close(r); os.dup2(w, 1); "
+            "sys.stdout = os.fdopen(1, 'w', buffering=1); sys.exit(main(['systems']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141 and "Traceback" not in done.stderr, done.stderr

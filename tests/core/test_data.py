@@ -201,3 +201,17 @@ def test_split_shuffles_with_the_seed_and_needs_enough_trajectories() -> None:
     with pytest.raises(DataError) as info:
         ds.subset([0, 1]).split((0.4, 0.3, 0.3))
     assert info.value.field == "trajectories"
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, True, "0"])
+def test_seeds_outside_torchs_range_are_data_errors(seed: Any) -> None:
+    """numpy refused a negative seed with a bare ValueError and torch overflowed above 2^63."""
+    with pytest.raises(DataError, match=r"seed: must be an integer in \[0, 9223372036854775807\]"):
+        generate_dataset("spring", 2, 0.5, 0.1, seed=seed)
+    with pytest.raises(DataError, match="seed"):
+        generate_dataset("spring", 2, 0.5, 0.1, seed=0).split((0.5, 0.5), seed=seed)
+
+
+def test_overflowing_noise_names_noise_std() -> None:
+    with pytest.raises(DataError, match="noise_std: 1e\\+308 is so large"):
+        generate_dataset("spring", 2, 0.5, 0.1, noise_std=1e308, seed=0)
