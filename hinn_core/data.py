@@ -265,6 +265,8 @@ def generate_dataset(
     """
     if isinstance(system, str):
         system = make_system(system, parameters)
+    elif parameters:
+        raise DataError("apply to a system given by name; a System object carries its own", field="parameters")
     if isinstance(n_trajectories, bool) or not (isinstance(n_trajectories, (int, np.integer)) and n_trajectories >= 1):
         raise DataError(f"must be a positive integer, got {n_trajectories!r}", field="n_trajectories")
     if not (noise_std >= 0 and np.isfinite(noise_std)):

@@ -14,6 +14,7 @@ Metrics (all plain floats, JSON-ready):
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from hinn_core.data import TrajectoryDataset
+from hinn_core.errors import ConfigError
 from hinn_core.models import DynamicsModel
 from hinn_core.rollout import predict
 from hinn_core.systems import System
@@ -64,6 +66,12 @@ def evaluate(
 ) -> dict[str, Any]:
     """All metrics of the module docstring for ``test`` (``system`` defaults to the data's own)."""
     system = system if system is not None else test.system
+    if not (isinstance(max_long_trajectories, int) and max_long_trajectories >= 1):
+        raise ConfigError(f"must be an integer >= 1, got {max_long_trajectories!r}", field="max_long_trajectories")
+    if not (math.isfinite(horizon_factor) and horizon_factor > 0):
+        raise ConfigError(f"must be a finite number > 0, got {horizon_factor!r}", field="horizon_factor")
+    if system is not None and system.dof != model.dof:
+        raise ConfigError(f"the {system.name} system has dof {system.dof}, the model {model.dof}", field="system")
     metrics: dict[str, Any] = {"n_test_trajectories": len(test), **rollout_errors(model, test)}
 
     trs = test.trajectories[:max_long_trajectories]

@@ -95,7 +95,10 @@ class ModelSpec:
             )
         for name, lo, hi in (("dof", 1, 64), ("width", 1, 4096), ("depth", 1, 64)):
             value = getattr(self, name)
-            if not isinstance(value, int) or not lo <= value <= hi:
+            if isinstance(value, np.integer):  # numpy's integers are integers (generate_dataset takes them)
+                value = int(value)
+                object.__setattr__(self, name, value)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ConfigError(f"must be an integer in [{lo}, {hi}], got {value!r}", field=f"model.{name}")
         if not (0 < float(self.resnet_step) <= 10):
             raise ConfigError(f"must be in (0, 10], got {self.resnet_step!r}", field="model.resnet_step")

@@ -152,6 +152,8 @@ def predict(
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine '{engine}'; choose one of {list(ENGINES)}", field="engine")
     q_np, p_np = check_initial_conditions(q0, p0, model.dof)
+    if system is not None and system.dof != model.dof:  # H_true of another system's states: wrong, or an IndexError
+        raise ConfigError(f"the {system.name} system has dof {system.dof}, the model {model.dof}", field="system")
     times = check_times(times)
     is_adaptive = integrator == adaptive.NAME
     if tolerances is not None and not is_adaptive:

@@ -77,9 +77,12 @@ class NBody(System):
 class TwoBody(NBody):
     """Two bodies on nearly circular orbits about their centre of mass (HNN's "2-body" task).
 
-    Initial conditions as in Greydanus et al.'s reference code: position of body 1 ~ U[r_min, r_max]²,
-    velocity of the circular orbit scaled by (1 + orbit_noise·N(0, 1)); body 2 mirrored through
-    the origin. Reference: DOP853 at rtol = atol = 1e-12.
+    Initial conditions as in Greydanus et al.'s reference code (G = m1 = m2 = 1): position of body 1
+    ~ U[r_min, r_max]², body 2 mirrored through the origin, the circular orbit's velocities scaled by
+    (1 + orbit_noise·N(0, 1)). For other G and masses the same separation 2·pos is kept, placed about
+    the centre of mass (q1 = 2·m2/M·pos, q2 = −2·m1/M·pos), with the circular relative speed
+    sqrt(G·M/|q1 − q2|) shared as m2/M and m1/M (zero total momentum); with the defaults every factor
+    is exactly 1, the reference's numbers. Reference: DOP853 at rtol = atol = 1e-12.
     """
 
     name: ClassVar[str] = "two-body"
@@ -98,10 +101,14 @@ class TwoBody(NBody):
     def sample_initial_conditions(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         pos = rng.uniform(self.r_min, self.r_max, size=(n, 2))
         r = np.linalg.norm(pos, axis=1, keepdims=True)
-        vel = pos[:, ::-1] / (2 * r**1.5)
+        vel = pos[:, ::-1] / (2 * r**1.5)  # body 1's circular velocity for G = m1 = m2 = 1
         vel[:, 0] *= -1
         vel *= 1 + self.orbit_noise * rng.standard_normal(size=(n, 1))
-        return self._states([pos, -pos], [vel, -vel])
+        m1, m2 = self.masses
+        total = m1 + m2
+        speed = float(np.sqrt(self.G * total / 2))  # the relative speed's factor over G·M = 2
+        return self._states([pos * (2 * m2 / total), -pos * (2 * m1 / total)],
+                            [vel * (speed * 2 * m2 / total), -vel * (speed * 2 * m1 / total)])
 
 
 #: Chenciner & Montgomery's figure-eight choreography for m = G = 1 (Simó's digits).
@@ -115,7 +122,9 @@ class ThreeBody(NBody):
 
     ``orbit="random"``: HNN's reference sampler — body 1 at a random direction and radius
     r ~ U[r_min, r_max], bodies 2 and 3 rotated by 2π/3 and 4π/3, circular-orbit velocities each
-    scaled componentwise by 1 + nu·U[−1, 1). ``orbit="figure-eight"``: points at uniformly random
+    scaled componentwise by 1 + nu·U[−1, 1). The circular orbit is Lagrange's rotating triangle for
+    any G and masses (about the centre of mass, angular speed sqrt(G·M/d³)); G = m = 1 gives the
+    reference's numbers. ``orbit="figure-eight"``: points at uniformly random
     phases of the figure-eight choreography (equal masses; velocities and period rescaled by
     sqrt(G m) so it stays a solution for any G and common mass m).
     Reference: DOP853 at rtol = atol = 1e-12.
@@ -162,8 +171,18 @@ class ThreeBody(NBody):
         r = rng.uniform(self.r_min, self.r_max, size=(n, 1))
         p1 *= r / np.linalg.norm(p1, axis=1, keepdims=True)
         pos = [p1, _rotate(p1, 2 * np.pi / 3), _rotate(p1, 4 * np.pi / 3)]
-        v1 = _rotate(p1, np.pi / 2) / r**1.5 * np.sqrt(np.sin(np.pi / 3) / (2 * np.cos(np.pi / 6) ** 2))
-        vel = [v1, _rotate(v1, 2 * np.pi / 3), _rotate(v1, 4 * np.pi / 3)]
+        masses = self.masses
+        total = sum(masses)
+        # the triangle's angular speed is sqrt(G·M/d³), d = √3·r: the reference's factor for G = m = 1
+        # times sqrt(G·M/3), which is exactly 1 there (so are its numbers)
+        k = np.sqrt(np.sin(np.pi / 3) / (2 * np.cos(np.pi / 6) ** 2)) * np.sqrt(self.G * total / 3)
+        if len(set(masses)) == 1:
+            v1 = _rotate(p1, np.pi / 2) / r**1.5 * k
+            vel = [v1, _rotate(v1, 2 * np.pi / 3), _rotate(v1, 4 * np.pi / 3)]
+        else:  # Lagrange's triangle turns about the centre of mass
+            centre = sum(m * x for m, x in zip(masses, pos, strict=True)) / total
+            pos = [x - centre for x in pos]
+            vel = [_rotate(x, np.pi / 2) / r**1.5 * k for x in pos]
         vel = [v * (1 + self.nu * (2 * rng.random((n, 2)) - 1)) for v in vel]
         return self._states(pos, vel)
 

@@ -215,3 +215,9 @@ def test_seeds_outside_torchs_range_are_data_errors(seed: Any) -> None:
 def test_overflowing_noise_names_noise_std() -> None:
     with pytest.raises(DataError, match="noise_std: 1e\\+308 is so large"):
         generate_dataset("spring", 2, 0.5, 0.1, noise_std=1e308, seed=0)
+
+
+def test_parameters_with_a_system_object_are_refused() -> None:
+    """They were silently ignored (the object carries its own)."""
+    with pytest.raises(DataError, match="parameters"):
+        generate_dataset(make_system("spring"), 1, 0.5, 0.1, parameters={"m": 5.0})

@@ -235,3 +235,24 @@ def test_make_system_applies_parameters() -> None:
     system = make_system("pendulum", {"l": 2, "g": 9.81})
     assert system.params == {"m": 1.0, "l": 2.0, "g": 9.81, "r_min": 0.3, "r_max": 1.5}
     assert abs(system.hamiltonian(np.array([np.pi]), np.array([0.0])) - 2 * 9.81 * 2) < 1e-12
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("two-body", {"G": 4.0, "orbit_noise": 0.0}),
+    ("two-body", {"m1": 0.5, "m2": 3.0, "orbit_noise": 0.0}),
+    ("three-body", {"G": 2.0, "m1": 2.0, "m3": 0.5, "nu": 0.0}),
+    ("three-body", {"G": 3.0, "nu": 0.0}),
+])
+def test_unperturbed_samples_are_circular_orbits_for_any_G_and_masses(name: str, params: dict) -> None:
+    """The samplers' circular orbits (the reference's formulas hold for G = m = 1 only): every
+    separation stays constant along the exact solution, and the total momentum is zero."""
+    system = make_system(name, params)
+    q0, p0 = system.sample_initial_conditions(3, np.random.default_rng(1))
+    q, _ = system.solve(q0, p0, np.linspace(0.0, 10.0, 101))
+    n = system.n_bodies
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = np.linalg.norm(q[..., 2 * i:2 * i + 2] - q[..., 2 * j:2 * j + 2], axis=-1)
+            assert (d.max(axis=1) / d.min(axis=1)).max() < 1 + 1e-8
+    c = system.conserved(q0, p0)
+    assert np.abs(c["momentum_x"]).max() < 1e-12 and np.abs(c["momentum_y"]).max() < 1e-12
