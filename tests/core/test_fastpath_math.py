@@ -14,22 +14,24 @@ from numba import njit
 from hinn_core.fastpath import _math as fm
 
 
-@njit(cache=False)
-def _log1p(x, out):
-    for i in range(x.shape[0]):
-        out[i] = fm.log1p_unit(x[i])
+def _elementwise(fn):
+    """A compiled loop ``out[i] = fn(x[i])`` over a 1-d array (the kernels' math runs compiled only)."""
+
+    @njit(cache=False)
+    def run(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fn(x[i])
+
+    return run
 
 
-@njit(cache=False)
-def _antitanh(x, out):
-    for i in range(x.shape[0]):
-        out[i] = fm.antitanh(x[i])
-
-
-@njit(cache=False)
-def _softplus(x, out):
-    for i in range(x.shape[0]):
-        out[i] = fm.softplus(x[i])
+_log1p = _elementwise(fm.log1p_unit)
+_antitanh = _elementwise(fm.antitanh)
+_softplus = _elementwise(fm.softplus)
+_log1p_summand = _elementwise(fm.log1p_summand)
+_exp_neg = _elementwise(fm.exp_neg)
+_sigmoid = _elementwise(fm.sigmoid)
+_tanh = _elementwise(fm.tanh)
 
 
 def _run(fn, x: np.ndarray) -> np.ndarray:
@@ -52,12 +54,6 @@ def test_log1p_unit_is_accurate_on_the_unit_interval(dtype, bound) -> None:
     assert got.dtype == dtype
     assert got[0] == 0.0
     assert _ulps(got[1:], np.log1p(x[1:].astype(np.float64)), dtype) <= bound
-
-
-@njit(cache=False)
-def _log1p_summand(x, out):
-    for i in range(x.shape[0]):
-        out[i] = fm.log1p_summand(x[i])
 
 
 @pytest.mark.parametrize(("dtype", "bound"), [(np.float64, 1.0), (np.float32, 1.6)])
@@ -91,12 +87,6 @@ def test_the_exponentials_power_of_two_comes_from_the_rounded_sums_bits(dtype) -
     assert _ulps(_run(_exp_neg, x), np.exp(x.astype(np.float64)), dtype) <= 2.0
 
 
-@njit(cache=False)
-def _exp_neg(x, out):
-    for i in range(x.shape[0]):
-        out[i] = fm.exp_neg(x[i])
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_log_cosh_and_softplus_match_their_references(dtype) -> None:
     x = np.concatenate([np.linspace(-30.0, 30.0, 60_001), [-1e-8, 1e-8, 0.0, 19.999, 20.001]]).astype(dtype)
@@ -104,12 +94,6 @@ def test_log_cosh_and_softplus_match_their_references(dtype) -> None:
     assert _ulps(_run(_antitanh, x), np.logaddexp(x64, -x64), dtype) <= 4.0  # log(2 cosh x)
     soft = torch.nn.functional.softplus(torch.from_numpy(x64)).numpy()  # torch's threshold: x above 20
     assert _ulps(_run(_softplus, x), soft, dtype) <= 4.0
-
-
-@njit(cache=False)
-def _sigmoid(x, out):
-    for i in range(x.shape[0]):
-        out[i] = fm.sigmoid(x[i])
 
 
 @pytest.mark.parametrize(("dtype", "tanh_bound"), [(np.float64, 5.0), (np.float32, 3.0)])
@@ -129,12 +113,6 @@ def test_tanh_and_sigmoid_are_within_a_few_ulp(dtype, tanh_bound) -> None:
 def _tanh_logcosh(x, t, lc):
     for i in range(x.shape[0]):
         t[i], lc[i] = fm.tanh_logcosh(x[i])
-
-
-@njit(cache=False)
-def _tanh(x, out):
-    for i in range(x.shape[0]):
-        out[i] = fm.tanh(x[i])
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
