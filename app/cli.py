@@ -25,10 +25,8 @@ EXIT_ERROR = 1
 MAX_STEPS = 10_000_000
 
 
-#: the flags of simulated data (with --system), and their defaults: an error with --data
-_SIMULATION_FLAGS = (("--param", "param"), ("--n-trajectories", "n_trajectories"), ("--t-end", "t_end"),
-                     ("--dt", "dt"), ("--dt-jitter", "dt_jitter"), ("--noise-std", "noise_std"),
-                     ("--data-seed", "data_seed"))
+#: the simulated-data options (with --system; their flags are --n-trajectories, ...) and their
+#: defaults: setting one with --data is an error
 _SIMULATION_DEFAULTS = {"param": [], "n_trajectories": 50, "t_end": 3.0, "dt": 0.1, "dt_jitter": 0.0,
                         "noise_std": 0.0, "data_seed": 0}
 
@@ -119,7 +117,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _check_writable(args.out, "--out")  # before training, not after it
     if args.data is not None:
-        given = [flag for flag, dest in _SIMULATION_FLAGS if getattr(args, dest) != _SIMULATION_DEFAULTS[dest]]
+        given = ["--" + dest.replace("_", "-") for dest, default in _SIMULATION_DEFAULTS.items()
+                 if getattr(args, dest) != default]
         if given:
             raise SystemExit(f"hinn train: error: {', '.join(given)} only apply with --system (simulated data), "
                              "not with --data")
@@ -230,6 +229,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from hinn_core import load_model, make_system, make_time_grid, predict
     from hinn_core.plotting import prediction_png
+    from hinn_core.rollout import check_times
 
     for path, flag in ((args.output, "--output"), (args.png, "--png")):
         if path is not None:
@@ -255,10 +255,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.times is not None:
         if args.t_end is not None or args.dt is not None:
             raise SystemExit("hinn predict: error: give either --times or --t-end/--dt, not both")
-        times = np.array(args.times)
-        if len(times) - 1 > args.max_steps:
-            raise SystemExit(f"hinn predict: error: --times gives {len(times) - 1} steps, more than --max-steps "
-                             f"{args.max_steps}")
+        times = check_times(args.times, max_steps=args.max_steps)
     elif args.t_end is not None and args.dt is not None:
         times = make_time_grid(args.t_end, args.dt, max_steps=args.max_steps)
     else:
@@ -346,6 +343,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def _one_line(exc: BaseException) -> str:
+    from hinn_core.errors import HinnError
+
+    if isinstance(exc, HinnError):  # hinn_core's messages name the field themselves
+        return str(exc)
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}"
     if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):  # pydantic: the settings

@@ -20,9 +20,9 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     return Settings(**overrides)
 
 
-def _check_device(settings: Any) -> None:
+def _check_device(device: str) -> None:
     """Refuse to start workers that would fail every job they claim (``cuda`` with no GPU here)."""
-    if settings.device == "cuda" and settings.workers != 0:
+    if device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
@@ -60,7 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.metrics import configure_logging
 
     settings = _settings(args, workers=args.workers, device=args.device)
-    _check_device(settings)
+    if settings.workers:
+        _check_device(settings.device)
     _check_database(settings)
     import torch
 
@@ -85,7 +86,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.worker import Worker
 
     settings = _settings(args, device=args.device, poll_seconds=args.poll_seconds, lease_seconds=args.lease_seconds)
-    _check_device(settings.model_copy(update={"workers": 1}))
+    _check_device(settings.device)
     configure_logging(settings.log_level)
     db = Database(settings.database_url)
     _ensure_schema(db, settings)

@@ -236,7 +236,9 @@ def test_predict_refuses_more_steps_than_max_steps(model_file, capsys) -> None:
     _one_line_error(capsys, 1, main(["predict", model_file, "--q", "1", "--p", "0", "--t-end", "1e9", "--dt", "1e-3"]),
                     "10000000")
     assert main(["predict", model_file, "--q", "1", "--p", "0", "--t-end", "1", "--dt", "0.1", "--max-steps", "5"]) == 1
-    assert "limit of 5" in capsys.readouterr().err
+    assert "hinn predict: error: dt: t_end/dt gives 10 steps, more than the limit of 5" in capsys.readouterr().err
+    assert main(["predict", model_file, "--q", "1", "--p", "0", "--times", "0", "1", "2", "--max-steps", "1"]) == 1
+    assert "hinn predict: error: times: has 2 steps, more than the limit of 1" in capsys.readouterr().err
 
 
 def test_the_cli_seed_bound_is_the_cores() -> None:
