@@ -7,13 +7,14 @@ by time point, so no held-out trajectory leaks into training.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from hinn_core.errors import DataError
+from hinn_core.errors import DataError, HinnError
 from hinn_core.systems import System, make_system
 
 #: the largest seed accepted anywhere (torch's generators take signed 64-bit seeds)
@@ -25,6 +26,17 @@ def check_seed(seed: Any, field: str = "seed") -> None:
     with a bare ValueError, torch overflows above 2^63)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
         raise DataError(f"must be an integer in [0, {MAX_SEED}], got {seed!r}", field=field)
+
+
+def check_real(value: Any, field: str, error: type[HinnError] = DataError) -> float:
+    """``value`` as a float; ``error`` naming ``field`` unless it is a real number (not a string, a bool,
+    None, or an int too large for a float) — range checks stay with the caller."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise error(f"must be a number, got {value!r}", field=field)
+    try:
+        return float(value)
+    except OverflowError:
+        raise error(f"is too large for a float, got {value!r}", field=field) from None
 
 
 def _as_float_array(value: Any, field_name: str, ndim: int) -> np.ndarray:
@@ -230,6 +242,8 @@ def make_times(
     ``dt_jitter`` ∈ [0, 1): each step is ``dt·(1 + dt_jitter·U[−1, 1])``, rescaled so that the last
     time is exactly ``t_end`` — variable steps with a fixed count, comparable to the uniform grid.
     """
+    t_start, t_end = check_real(t_start, "t_start"), check_real(t_end, "t_end")
+    dt, dt_jitter = check_real(dt, "dt"), check_real(dt_jitter, "dt_jitter")
     if not (np.isfinite(t_end) and t_end > t_start):
         raise DataError(f"must be a finite number greater than t_start={t_start}", field="t_end")
     if not (dt > 0) or dt > t_end - t_start:
@@ -269,6 +283,7 @@ def generate_dataset(
         raise DataError("apply to a system given by name; a System object carries its own", field="parameters")
     if isinstance(n_trajectories, bool) or not (isinstance(n_trajectories, (int, np.integer)) and n_trajectories >= 1):
         raise DataError(f"must be a positive integer, got {n_trajectories!r}", field="n_trajectories")
+    noise_std = check_real(noise_std, "noise_std")
     if not (noise_std >= 0 and np.isfinite(noise_std)):
         raise DataError(f"must be a finite number >= 0, got {noise_std!r}", field="noise_std")
     check_seed(seed)

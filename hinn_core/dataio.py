@@ -8,6 +8,7 @@ Formats (chosen by the file suffix):
 * ``.csv`` — long format, one row per time point, header ``trajectory,t,q0..q{n-1},p0..p{n-1}``;
   rows of one trajectory share its id (any string), trajectories in order of first appearance.
   Errors name ``row N, column NAME`` with N the 1-based line number of the file (header = line 1).
+  A CSV holds the trajectories only: a dataset's ``source`` does not survive a CSV round trip.
 * ``.npz`` — stacked ``t`` (N, T+1) or shared (T+1,), ``q``/``p`` (N, T+1, n); or ragged
   ``t_0, q_0, p_0, t_1, ...``; optional ``source_json`` (UTF-8 bytes as uint8). Always read
   with ``allow_pickle=False``: object arrays are refused, never unpickled. Before any array is

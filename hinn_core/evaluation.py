@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hinn_core.data import TrajectoryDataset
+from hinn_core.data import TrajectoryDataset, check_real
 from hinn_core.errors import ConfigError
 from hinn_core.models import DynamicsModel
 from hinn_core.rollout import predict
@@ -66,8 +66,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """All metrics of the module docstring for ``test`` (``system`` defaults to the data's own)."""
     system = system if system is not None else test.system
-    if not (isinstance(max_long_trajectories, int) and max_long_trajectories >= 1):
+    if isinstance(max_long_trajectories, bool) or not (isinstance(max_long_trajectories, int)
+                                                       and max_long_trajectories >= 1):
         raise ConfigError(f"must be an integer >= 1, got {max_long_trajectories!r}", field="max_long_trajectories")
+    horizon_factor = check_real(horizon_factor, "horizon_factor", ConfigError)
     if not (math.isfinite(horizon_factor) and horizon_factor > 0):
         raise ConfigError(f"must be a finite number > 0, got {horizon_factor!r}", field="horizon_factor")
     if system is not None and system.dof != model.dof:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from hinn_core.dynamics import Dynamics
-from hinn_core.errors import ConfigError, IntegrationError
+from hinn_core.errors import ConfigError, DataError, IntegrationError
 
 NEWTON_MAX_ITER = 30
 
@@ -247,6 +247,27 @@ def get_integrator(name: str) -> Integrator:
         ) from None
 
 
+def _check_states_and_steps(q0: Tensor, p0: Tensor, h: Tensor) -> Tensor:
+    """``h`` as ``(B, T)`` of the states' dtype and device; a `DataError` naming the argument whose
+    type or shape is wrong (torch's own messages name neither)."""
+    for name, x in (("q0", q0), ("p0", p0)):
+        if not (isinstance(x, Tensor) and x.is_floating_point() and x.dim() == 2):
+            what = f"a {x.dim()}-D {x.dtype} tensor" if isinstance(x, Tensor) else type(x).__name__
+            raise DataError(f"must be a 2-D floating-point tensor (B, dof), got {what}", field=name)
+    if p0.shape != q0.shape or p0.dtype != q0.dtype or p0.device != q0.device:
+        raise DataError(f"must match q0 ({tuple(q0.shape)}, {q0.dtype}, {q0.device}), got "
+                        f"({tuple(p0.shape)}, {p0.dtype}, {p0.device})", field="p0")
+    try:
+        h = torch.as_tensor(h, dtype=q0.dtype, device=q0.device)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise DataError(f"must be a tensor of step sizes: {e}", field="h") from None
+    if h.dim() == 1:
+        h = h.unsqueeze(0).expand(q0.shape[0], -1)
+    if h.dim() != 2 or h.shape[0] != q0.shape[0]:
+        raise DataError(f"must have shape (T,) or (B, T) with B = {q0.shape[0]}, got {tuple(h.shape)}", field="h")
+    return h
+
+
 def integrate(
     integrator: Integrator | str, dyn: Dynamics, q0: Tensor, p0: Tensor, h: Tensor
 ) -> tuple[Tensor, Tensor]:
@@ -257,9 +278,7 @@ def integrate(
     """
     if isinstance(integrator, str):
         integrator = get_integrator(integrator)
-    h = torch.as_tensor(h, dtype=q0.dtype, device=q0.device)
-    if h.dim() == 1:
-        h = h.unsqueeze(0).expand(q0.shape[0], -1)
+    h = _check_states_and_steps(q0, p0, h)
     qs, ps = [q0], [p0]
     q, p = q0, p0
     for k in range(h.shape[1]):

@@ -21,6 +21,7 @@ import torch
 
 from hinn_core import adaptive
 from hinn_core.adaptive import Tolerances
+from hinn_core.data import check_real
 from hinn_core.errors import ConfigError, DataError
 from hinn_core.integrators import INTEGRATORS, Integrator, get_integrator
 from hinn_core.models import DynamicsModel
@@ -42,6 +43,9 @@ def _fastpath() -> Any:
 
 def make_time_grid(t_end: float, dt: float, t_start: float = 0.0, max_steps: int | None = None) -> np.ndarray:
     """``t_start, t_start+dt, …`` up to exactly ``t_end`` (the last step is shorter if needed)."""
+    t_start, t_end, dt = check_real(t_start, "t_start"), check_real(t_end, "t_end"), check_real(dt, "dt")
+    if not math.isfinite(t_start):
+        raise DataError(f"must be a finite number, got {t_start!r}", field="t_start")
     if not (math.isfinite(t_end) and t_end > t_start):
         raise DataError(f"must be a finite number > {t_start}, got {t_end!r}", field="t_end")
     if not (math.isfinite(dt) and dt > 0):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hinn_core.data import MAX_SEED, TrajectoryDataset
+from hinn_core.data import MAX_SEED, TrajectoryDataset, check_real
 from hinn_core.errors import ConfigError, IntegrationError, TrainingCancelled, TrainingDiverged
 from hinn_core.finite_differences import finite_difference_rates
 from hinn_core.models import DynamicsModel, ModelSpec
@@ -95,9 +95,11 @@ class TrainConfig:
             raise bad("lbfgs_rollout_steps", "null or an integer in [1, 10000]")
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED):
             raise bad("seed", f"an integer in [0, {MAX_SEED}] (torch's generators take 64-bit seeds)")
+        for name in ("learning_rate", "min_lr_factor", "grad_clip", "weight_decay", "val_fraction"):
+            # numpy floats become plain ones (the config is stored as JSON); strings, bools and None are refused
+            setattr(self, name, check_real(getattr(self, name), f"training.{name}", ConfigError))
         for name in ("learning_rate", "min_lr_factor", "grad_clip"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise bad(name, "a finite number > 0")
         if not (0 <= self.weight_decay < 1):
             raise bad("weight_decay", "in [0, 1)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -136,12 +137,23 @@ def test_windows_follow_the_data_time_stamps() -> None:
     ("kwargs", "field"),
     [({"epochs": 0}, "training.epochs"), ({"learning_rate": -1.0}, "training.learning_rate"),
      ({"device": "tpu"}, "training.device"), ({"dtype": "float16"}, "training.dtype"),
-     ({"lr_schedule": "linear"}, "training.lr_schedule"), ({"val_fraction": 1.0}, "training.val_fraction")],
+     ({"lr_schedule": "linear"}, "training.lr_schedule"), ({"val_fraction": 1.0}, "training.val_fraction"),
+     ({"learning_rate": "1e-3"}, "training.learning_rate"), ({"learning_rate": True}, "training.learning_rate"),
+     ({"weight_decay": None}, "training.weight_decay"), ({"val_fraction": "0.1"}, "training.val_fraction"),
+     ({"grad_clip": float("inf")}, "training.grad_clip")],
 )
 def test_bad_training_options_name_the_field(kwargs, field) -> None:
     with pytest.raises(ConfigError) as info:
         TrainConfig(**kwargs)
     assert info.value.field == field
+
+
+def test_numpy_numbers_in_training_options_become_plain_floats() -> None:
+    """The config is stored as JSON: a np.float32 learning rate must not reach `json.dumps`."""
+    config = TrainConfig(learning_rate=np.float32(0.5), weight_decay=np.float64(0.0))
+    assert type(config.learning_rate) is float and config.learning_rate == 0.5
+    assert type(config.weight_decay) is float
+    json.dumps(config.to_dict())
 
 
 @pytest.mark.parametrize(
