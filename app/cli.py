@@ -32,6 +32,7 @@ _SIMULATION_DEFAULTS = {"param": [], "n_trajectories": 50, "t_end": 3.0, "dt": 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from hinn_core.data import MIN_TRAJECTORIES_TO_HOLD_OUT
     from hinn_core.integrators import INTEGRATORS
     from hinn_core.models import ARCHITECTURES, ModelSpec
     from hinn_core.networks import ACTIVATIONS
@@ -62,16 +63,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="default: %(default)s; use 'hinn' when H couples q and p")
     m.add_argument("--integrator", choices=sorted(INTEGRATORS), default=None,
                    help="default: the architecture's own (hinn: implicit_midpoint, hinn-separable: leapfrog)")
-    m.add_argument("--width", type=int, default=spec.width)
-    m.add_argument("--depth", type=int, default=spec.depth)
+    m.add_argument("--width", type=cli_types.positive_int, default=spec.width)
+    m.add_argument("--depth", type=cli_types.positive_int, default=spec.depth)
     m.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
                    help="default: the architecture's own (hinn-separable, mlp: antitanh; hinn, hnn: tanh)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=None, help="Adam epochs")
-    t.add_argument("--lbfgs-iterations", type=int, default=None, help="L-BFGS polish iterations (0: none)")
+    t.add_argument("--epochs", type=cli_types.positive_int, default=None, help="Adam epochs")
+    t.add_argument("--lbfgs-iterations", type=cli_types.non_negative_int, default=None,
+                   help="L-BFGS polish iterations (0: none)")
     t.add_argument("--learning-rate", type=float, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--rollout-steps", type=int, default=None)
+    t.add_argument("--batch-size", type=cli_types.positive_int, default=None)
+    t.add_argument("--rollout-steps", type=cli_types.positive_int, default=None)
     t.add_argument("--seed", type=cli_types.seed, default=0)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     t.add_argument("--dtype", choices=["auto", "float64", "float32"], default="auto",
@@ -80,10 +82,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="'learned' fits each trajectory's start with the weights (noisy data)")
     t.add_argument("--engine", choices=["auto", "numba", "torch"], default=None,
                    help="how the loss is differentiated: numba = compiled adjoint (CPU), torch = autograd")
-    t.add_argument("--test-fraction", type=float, default=0.2, help="trajectories held out for evaluation")
+    t.add_argument("--test-fraction", type=float, default=0.2,
+                   help="share of the trajectories held out for evaluation, in [0, 1); with 0, or with fewer than "
+                        f"{MIN_TRAJECTORIES_TO_HOLD_OUT} trajectories, none is (the metrics are then on the "
+                        "training data)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, command_parser=p)
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
@@ -114,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from hinn_core import ModelSpec, TrainConfig, build_metadata, evaluate, generate_dataset, save_model, train
     from hinn_core.dataio import load_dataset
+    from hinn_core.errors import DataError
 
     _check_writable(args.out, "--out")  # before training, not after it
     if args.data is not None:
@@ -128,12 +134,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                                 parameters=_parse_params(args.param))
         lineage: dict[str, Any] = {"dataset": data.source}
     else:
-        data = load_dataset(args.data)
+        try:
+            data = load_dataset(args.data)
+        except DataError as exc:  # the file's own problems name their row or key; the path names the flag
+            if exc.field != "path":
+                raise
+            raise SystemExit(f"hinn train: error: --data {args.data}: {exc.problem}") from None
         digest = hashlib.sha256(args.data.read_bytes()).hexdigest()
         lineage = {"dataset": {**data.source, "kind": "file", "file": args.data.name, "sha256": digest}}
-    if not 0 < args.test_fraction < 1:
-        raise SystemExit("hinn train: error: --test-fraction must be in (0, 1)")
-    train_set, test_set = data.split((1 - args.test_fraction, args.test_fraction), seed=args.seed)
+    train_set, test_set, held_out = data.holdout(args.test_fraction, seed=args.seed)
     spec = ModelSpec(architecture=args.architecture, dof=data.dof, width=args.width, depth=args.depth,
                      activation=args.activation, integrator=args.integrator)
     overrides = {k: getattr(args, k) for k in ("epochs", "lbfgs_iterations", "learning_rate", "batch_size",
@@ -157,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    metrics = evaluate(result.model, test_set)
+    metrics = {**evaluate(result.model, test_set), "held_out": held_out}
     name = args.name or args.out.stem
     meta = build_metadata(result.model, name=name,
                           training={"config": config.to_dict(), **result.summary(), "history": result.history},
@@ -171,7 +180,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         lh = metrics.get("long_horizon", {})
         print(f"wrote {args.out} ({spec.architecture}, {spec.integrator}, dof {spec.dof}) "
               f"in {result.seconds:.1f} s, best epoch {result.best_epoch}")
-        print(f"  test rollout MSE      {metrics['rollout_mse']:.3e}  ({metrics['n_test_trajectories']} trajectories)")
+        what = "test" if held_out else "training-data"  # nothing held out: the fit, not generalisation
+        print(f"  {what} rollout MSE {metrics['rollout_mse']:.3e}  ({metrics['n_test_trajectories']} trajectories"
+              f"{'' if held_out else ', none held out'})")
         if lh:
             print(f"  {lh['t_end'] / (data.time_stats()['t_max'] or 1):.0f}x horizon state MSE "
                   f"{lh['state_mse']:.3e}, true-energy rel. error max {lh['energy_rel_error_max']:.3e}")
@@ -202,7 +213,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["json", "csv"], default="json")
     p.add_argument("--output", type=Path, help="write to this file instead of stdout")
     p.add_argument("--png", type=Path, help="also write a plot: trajectories, phase portrait, energy")
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, command_parser=p)
 
 
 def prediction_csv(times: Any, q: Any, p: Any, H: Any, H_true: Any) -> str:
@@ -325,8 +336,26 @@ def main(argv: list[str] | None = None) -> int:
     except (HinnError, *_expected_errors()) as exc:
         if os.environ.get("HINN_DEBUG"):
             raise
+        flag = _flag_of(exc, args)
+        if flag is not None:  # a flag's value that hinn_core refused: argparse's usage error, exit 2
+            args.command_parser.error(f"argument {flag}: {exc if flag == '--param' else exc.problem}")
         print(f"hinn {args.command}: error: {_one_line(exc)} (HINN_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _flag_of(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """The flag the user gave whose value ``exc`` (a hinn_core error) refuses, derived from its field
+    (``training.epochs`` → ``--epochs``, ``parameters.k`` → ``--param``); None for anything else."""
+    field = getattr(exc, "field", None)
+    parser = getattr(args, "command_parser", None)
+    if not isinstance(field, str) or parser is None:
+        return None
+    name = "param" if field.startswith("parameters.") else field.rsplit(".", 1)[-1]
+    flag = "--" + name.replace("_", "-")
+    action = parser._option_string_actions.get(flag)  # argparse keeps no public map of its options
+    if action is None or getattr(args, action.dest, None) in (None, []):
+        return None  # not a flag of this command, or one the user did not give
+    return flag
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -149,8 +149,13 @@ def observe_predict(state_steps: int, seconds: float) -> None:
 
 
 def _route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
+    """The matched route's path template. FastAPI's own routes put themselves in the scope; plain
+    Starlette routes (``/docs``, ``/openapi.json``) leave only their endpoint, found in the app's routes."""
+    path = getattr(scope.get("route"), "path", None)
+    endpoint = scope.get("endpoint")
+    if path is None and endpoint is not None:
+        routes = getattr(scope.get("app"), "routes", ())
+        path = next((getattr(r, "path", None) for r in routes if getattr(r, "endpoint", None) is endpoint), None)
     return path if isinstance(path, str) else UNMATCHED
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, PlainSerializer, Tag
 
 from hinn_core import ARCHITECTURES, INTEGRATORS, SYSTEMS, ModelSpec, TrainConfig
+from hinn_core.data import MIN_TRAJECTORIES_TO_HOLD_OUT
 from hinn_core.networks import ACTIVATIONS
 from hinn_core.rollout import PREDICT_INTEGRATORS
 from hinn_core.training import LR_SCHEDULES, MAX_SEED
@@ -174,7 +175,11 @@ class TrainRequest(RequestModel):
     integrator: IntegratorName | None = Field(None, description="default: the architecture's default integrator",
                                               examples=["leapfrog"])
     training: TrainingOptions = Field(default_factory=TrainingOptions)
-    test_fraction: float = Field(0.2, ge=0, lt=1, description="held-out trajectories for the metrics")
+    test_fraction: float = Field(
+        0.2, ge=0, lt=1,
+        description=f"share of the trajectories held out for the metrics; with 0, or with fewer than "
+                    f"{MIN_TRAJECTORIES_TO_HOLD_OUT} trajectories, none is and the metrics are on the training "
+                    "data (`metrics.held_out` false)")
 
 
 class JobProgress(BaseModel):

@@ -77,11 +77,9 @@ def train_job(payload: dict[str, Any], progress: Any) -> dict[str, Any]:
     request = payload["request"]
     data = dataset_from_npz_bytes(payload["dataset_npz"], max_bytes=None)  # the stored blob, bounded at upload
     data.source = dict(payload.get("dataset_source") or data.source)
-    test_fraction = float(request.get("test_fraction", 0.2))
-    if len(data) >= 5 and test_fraction > 0:
-        train_set, test_set = data.split((1 - test_fraction, test_fraction), seed=request["training"]["seed"])
-    else:
-        train_set, test_set = data, data  # too few trajectories to hold any out: say so in the metrics
+    # too few trajectories (or test_fraction 0) to hold any out: the metrics say so (held_out)
+    train_set, test_set, held_out = data.holdout(float(request.get("test_fraction", 0.2)),
+                                                 seed=request["training"]["seed"])
     spec = ModelSpec(dof=data.dof, integrator=request.get("integrator"), **request["model"])
     training = dict(request["training"])
     if training.get("device", "auto") == "auto":
@@ -89,7 +87,7 @@ def train_job(payload: dict[str, Any], progress: Any) -> dict[str, Any]:
     config = TrainConfig.from_dict(training)
     result = train(train_set, spec, config, progress=progress)
     metrics = evaluate(result.model, test_set)
-    metrics["held_out"] = test_set is not train_set
+    metrics["held_out"] = held_out
     meta = build_metadata(result.model, name=payload["name"],
                           training={"config": config.to_dict(), **result.summary()},
                           metrics=metrics, lineage={"dataset": data.source, "dataset_id": payload["dataset_id"],

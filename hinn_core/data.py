@@ -17,6 +17,9 @@ import numpy as np
 from hinn_core.errors import DataError, HinnError
 from hinn_core.systems import System, make_system
 
+#: with fewer trajectories, `TrajectoryDataset.holdout` keeps them all for training
+MIN_TRAJECTORIES_TO_HOLD_OUT = 5
+
 #: the largest seed accepted anywhere (torch's generators take signed 64-bit seeds)
 MAX_SEED = 2**63 - 1
 
@@ -225,6 +228,20 @@ class TrajectoryDataset:
             parts.append(self.subset(order[start : start + c].tolist()))
             start += c
         return tuple(parts)
+
+    def holdout(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[TrajectoryDataset, TrajectoryDataset, bool]:
+        """``(train, test, held_out)`` for training then evaluating: a `split` by trajectory when
+        ``test_fraction`` > 0 and there are at least `MIN_TRAJECTORIES_TO_HOLD_OUT` trajectories,
+        else the whole dataset as both and ``held_out`` False (the metrics then measure the fit, not
+        generalisation: callers report it)."""
+        test_fraction = check_real(test_fraction, "test_fraction")
+        if not 0 <= test_fraction < 1:
+            raise DataError(f"must be in [0, 1), got {test_fraction!r}", field="test_fraction")
+        if test_fraction == 0 or len(self) < MIN_TRAJECTORIES_TO_HOLD_OUT:
+            check_seed(seed)
+            return self, self, False
+        train, test = self.split((1 - test_fraction, test_fraction), seed=seed)
+        return train, test, True
 
     def to_lists(self) -> list[dict[str, list]]:
         return [{"t": tr.t.tolist(), "q": tr.q.tolist(), "p": tr.p.tolist()} for tr in self.trajectories]

@@ -17,6 +17,7 @@ one flat run over the block's ``rows·w`` elements, against the row-at-a-time lo
 
 from __future__ import annotations
 
+import argparse
 import time
 from functools import partial
 
@@ -117,7 +118,9 @@ def _ns_per_row(run, rows: int, budget: float = 0.3) -> float:
         n *= 2
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m bench.perf.kernels", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     print("| dtype | width | rows | matmul (ns/row) | loop tiles | row loop | BLAS | loop tiles / matmul "
           "| row loop / matmul | BLAS / matmul | max diff |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

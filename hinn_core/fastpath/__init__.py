@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from hinn_core import adaptive
-from hinn_core.errors import IntegrationError
+from hinn_core.errors import ConfigError, IntegrationError
 from hinn_core.fastpath.cachelock import LOCK_NAME, serialise_cache_saves
 from hinn_core.fastpath.vectorwidth import prefer_wide_vectors
 from hinn_core.integrators import INTEGRATORS, NEWTON_MAX_ITER, Integrator, _newton_tol
@@ -89,9 +89,26 @@ if _k is not None:
 _INTEGRATOR_CODES = {"euler": 0, "symplectic_euler": 1, "leapfrog": 2, "implicit_midpoint": 3, "rk4": 4}
 _ARCH_CODES = {HamiltonianNet: 0, SeparableHamiltonianNet: 1, VectorFieldNet: 2}
 _ARCH_NAMES = ("hinn", "hinn-separable", "mlp")  # one architecture per field class above
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    """An integer setting from the environment; a `ConfigError` naming the variable (read at import,
+    so that a typo stops `hinn` at start-up with one line, not a request with a traceback)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"must be an integer >= {minimum}, got {raw!r}", field=name)
+    return value
+
+
 #: rollouts with at least this many initial conditions spread their blocks over `THREADS` threads
-PARALLEL_MIN_BATCH = int(os.environ.get("HINN_FASTPATH_PARALLEL_MIN", "512"))
-THREADS = max(1, int(os.environ.get("HINN_FASTPATH_THREADS", len(os.sched_getaffinity(0)))))
+PARALLEL_MIN_BATCH = _env_int("HINN_FASTPATH_PARALLEL_MIN", 512, 1)
+THREADS = _env_int("HINN_FASTPATH_THREADS", len(os.sched_getaffinity(0)), 1)
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -34,7 +35,7 @@ def test_train_writes_a_loadable_model_with_metrics_and_lineage(model_file) -> N
     assert loaded.model.spec.architecture == defaults.architecture == "hinn-separable"
     assert loaded.model.spec.integrator == "leapfrog" and loaded.model.spec.activation == defaults.activation
     assert loaded.metadata["lineage"]["dataset"]["system"] == "spring"
-    assert loaded.metadata["metrics"]["n_test_trajectories"] == 2
+    assert loaded.metadata["metrics"]["n_test_trajectories"] == 2 and loaded.metadata["metrics"]["held_out"] is True
     assert loaded.metadata["training"]["config"]["epochs"] == 3
 
 
@@ -156,13 +157,17 @@ def test_predict_adaptive_rk45_with_tolerances(model_file, capsys) -> None:
     assert doc["trajectories"][0]["evaluations"] > 6 and "evaluations" not in fixed["trajectories"][0]
     q, q_fixed = np.array(doc["trajectories"][0]["q"]), np.array(fixed["trajectories"][0]["q"])
     assert np.abs(q - q_fixed).max() < 1e-4  # RK4 at dt 0.1 against an accurate solution
-    assert main([*args, "--rtol", "1e-6"]) == 1  # tolerances with a fixed-step integrator
-    assert "rtol" in capsys.readouterr().err
+    _usage_error(capsys, [*args, "--rtol", "1e-6"],  # tolerances with a fixed-step integrator
+                 "argument --rtol: tolerances apply to integrator 'rk45' only")
 
 
-def test_predict_with_the_wrong_dimension_names_the_field(model_file, capsys) -> None:
-    assert main(["predict", model_file, "--q", "1", "2", "--p", "0", "0", "--t-end", "1", "--dt", "0.1"]) == 1
-    assert "initial_conditions.q" in capsys.readouterr().err
+def test_predict_with_the_wrong_dimension_names_the_flag(model_file, tmp_path, capsys) -> None:
+    _usage_error(capsys, ["predict", model_file, "--q", "1", "2", "--p", "0", "0", "--t-end", "1", "--dt", "0.1"],
+                 "hinn predict: error: argument --q: ")
+    ics = tmp_path / "ics.json"  # from a file, the flag --q was not given: hinn_core's field name, exit 1
+    ics.write_text(json.dumps([{"q": [1, 2], "p": [0, 0]}]))
+    _one_line_error(capsys, 1, main(["predict", model_file, "--initial-conditions", str(ics), "--t-end", "1",
+                                     "--dt", "0.1"]), "initial_conditions.q: ")
 
 
 def test_the_console_script_is_installed() -> None:
@@ -232,13 +237,73 @@ def test_predict_file_problems_are_one_line_errors(model_file, tmp_path, capsys)
 
 
 def test_predict_refuses_more_steps_than_max_steps(model_file, capsys) -> None:
-    """1e12 steps once asked numpy for 7 TiB; now a one-line error naming the bound."""
-    _one_line_error(capsys, 1, main(["predict", model_file, "--q", "1", "--p", "0", "--t-end", "1e9", "--dt", "1e-3"]),
-                    "10000000")
-    assert main(["predict", model_file, "--q", "1", "--p", "0", "--t-end", "1", "--dt", "0.1", "--max-steps", "5"]) == 1
-    assert "hinn predict: error: dt: t_end/dt gives 10 steps, more than the limit of 5" in capsys.readouterr().err
-    assert main(["predict", model_file, "--q", "1", "--p", "0", "--times", "0", "1", "2", "--max-steps", "1"]) == 1
-    assert "hinn predict: error: times: has 2 steps, more than the limit of 1" in capsys.readouterr().err
+    """1e12 steps once asked numpy for 7 TiB; now a usage error naming the flag and the bound."""
+    base = ["predict", model_file, "--q", "1", "--p", "0"]
+    _usage_error(capsys, [*base, "--t-end", "1e9", "--dt", "1e-3"], "argument --dt: ", "10000000")
+    _usage_error(capsys, [*base, "--t-end", "1", "--dt", "0.1", "--max-steps", "5"],
+                 "hinn predict: error: argument --dt: t_end/dt gives 10 steps, more than the limit of 5")
+    _usage_error(capsys, [*base, "--times", "0", "1", "2", "--max-steps", "1"],
+                 "hinn predict: error: argument --times: has 2 steps, more than the limit of 1")
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--epochs", "0"], "argument --epochs: must be an integer >= 1, got '0'"),
+    (["--width", "-3"], "argument --width: must be an integer >= 1"),
+    (["--lbfgs-iterations", "-1"], "argument --lbfgs-iterations: must be an integer >= 0"),
+    (["--epochs", "2000000"], "argument --epochs: must be an integer in [1, 1000000], got 2000000"),
+    (["--learning-rate", "nan"], "argument --learning-rate: must be a finite number > 0"),
+    (["--dt-jitter", "1.5"], "argument --dt-jitter: must be in [0, 1), got 1.5"),
+    (["--dt", "5"], "argument --dt: must be in (0, t_end - t_start = 3.0]"),
+    (["--noise-std", "-1"], "argument --noise-std: must be a finite number >= 0"),
+    (["--param", "k=abc"], "argument --param: parameters.k: must be a number, got 'abc'"),
+    (["--test-fraction", "1"], "argument --test-fraction: must be in [0, 1), got 1.0"),
+])
+def test_train_flag_values_refused_by_hinn_core_are_usage_errors(tmp_path, capsys, extra: list, needle: str) -> None:
+    """README: exit status 2 for a bad flag value, named as the flag — not 1 with hinn_core's field name."""
+    out = tmp_path / "m.model"
+    _usage_error(capsys, ["train", "--system", "spring", "--n-trajectories", "2", "--out", str(out), *TINY, *extra],
+                 "hinn train: error: " + needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--t-end", "nan", "--dt", "0.1"], "argument --t-end: must be a finite number > 0.0, got nan"),
+    (["--t-end", "1", "--dt", "-0.1"], "argument --dt: must be a finite number > 0, got -0.1"),
+    (["--times", "0", "1", "1"], "argument --times: must be strictly increasing"),
+])
+def test_predict_flag_values_refused_by_hinn_core_are_usage_errors(model_file, capsys, extra: list,
+                                                                   needle: str) -> None:
+    _usage_error(capsys, ["predict", model_file, "--q", "1", "--p", "0", *extra], "hinn predict: error: " + needle)
+
+
+def test_train_names_a_missing_data_file_and_its_flag(tmp_path, capsys) -> None:
+    missing = tmp_path / "missing.csv"
+    with pytest.raises(SystemExit, match=f"hinn train: error: --data {re.escape(str(missing))}: cannot be read: "
+                                         "No such file"):
+        main(["train", "--data", str(missing), "--out", str(tmp_path / "m.model"), *TINY])
+
+
+@pytest.mark.parametrize(("n", "fraction"), [(1, "0.2"), (8, "0")])
+def test_train_holds_nothing_out_with_one_trajectory_or_test_fraction_0(tmp_path, capsys, n: int,
+                                                                       fraction: str) -> None:
+    """As the service does: too few trajectories (or --test-fraction 0) train on all and say so."""
+    out = tmp_path / "m.model"
+    assert main(["train", "--system", "spring", "--n-trajectories", str(n), "--test-fraction", fraction,
+                 "--out", str(out), *TINY]) == 0
+    assert "training-data rollout MSE" in capsys.readouterr().out
+    metrics = load_model(out).metadata["metrics"]
+    assert metrics["held_out"] is False and metrics["n_test_trajectories"] == n
+
+
+def test_a_bad_fastpath_setting_is_one_line_naming_the_variable(model_file) -> None:
+    """Read when the kernels are imported: once a traceback from int('abc')."""
+    exe = shutil.which("hinn", path=str(Path(sys.executable).parent))
+    for name in ("HINN_FASTPATH_THREADS", "HINN_FASTPATH_PARALLEL_MIN"):
+        done = subprocess.run([exe, "predict", model_file, "--q", "1", "--p", "0", "--t-end", "0.2", "--dt", "0.1"],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, name: "abc"})
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip() == (f"hinn predict: error: {name}: must be an integer >= 1, got 'abc' "
+                                       "(HINN_DEBUG=1 shows the traceback)")
 
 
 def test_the_cli_seed_bound_is_the_cores() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hinn_core.data import Trajectory, TrajectoryDataset, generate_dataset, make_times
+from hinn_core.data import MIN_TRAJECTORIES_TO_HOLD_OUT, Trajectory, TrajectoryDataset, generate_dataset, make_times
 from hinn_core.errors import DataError
 from hinn_core.systems import make_system
 
@@ -201,6 +201,23 @@ def test_split_shuffles_with_the_seed_and_needs_enough_trajectories() -> None:
     with pytest.raises(DataError) as info:
         ds.subset([0, 1]).split((0.4, 0.3, 0.3))
     assert info.value.field == "trajectories"
+
+
+def test_holdout_splits_or_keeps_everything_for_training() -> None:
+    """The rule the CLI and the service share: a split only with test_fraction > 0 and enough trajectories."""
+    ds = generate_dataset("spring", n_trajectories=MIN_TRAJECTORIES_TO_HOLD_OUT, t_end=1.0, dt=0.5, seed=0)
+    train, test, held_out = ds.holdout(0.2, seed=3)
+    assert held_out and (len(train), len(test)) == (4, 1)
+    assert [_keys(part) for part in (train, test)] == [_keys(part) for part in ds.split((0.8, 0.2), seed=3)]
+    few = ds.subset(list(range(MIN_TRAJECTORIES_TO_HOLD_OUT - 1)))
+    for data, fraction in ((few, 0.2), (ds, 0.0), (ds, 0)):
+        train, test, held_out = data.holdout(fraction)
+        assert train is data and test is data and held_out is False
+    for fraction in (1.0, -0.1, float("nan"), "0.2", None):
+        with pytest.raises(DataError, match="^test_fraction: "):
+            ds.holdout(fraction)
+    with pytest.raises(DataError, match="^seed: "):
+        few.holdout(0.2, seed=-1)
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63, 1.5, True, "0"])

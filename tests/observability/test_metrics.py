@@ -49,7 +49,11 @@ def test_http_requests_are_counted_by_route_template_and_status(client: TestClie
         client.get(f"/jobs/{job_id}")
     client.get("/no/such/path")
     client.post("/datasets", json={"name": "x", "system": "nope"})
+    client.get("/docs")  # Starlette's plain routes (Swagger UI, the schema) have templates too
+    client.get("/openapi.json")
     got = samples(client)
+    for route in ("/docs", "/openapi.json"):
+        assert got[("hinn_http_requests_total", (("method", "GET"), ("route", route), ("status", "200")))] == 1
     key = (("method", "GET"), ("route", "/jobs/{job_id}"), ("status", "404"))
     assert got[("hinn_http_requests_total", key)] == 3  # one series for all ids: bounded cardinality
     assert got[("hinn_http_requests_total", (("method", "GET"), ("route", "<unmatched>"), ("status", "404")))] == 1
