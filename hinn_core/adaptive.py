@@ -167,7 +167,7 @@ def rk45(rates: Callable[[Tensor], Tensor], x0: Tensor, times: np.ndarray, tol: 
     dev, dt = x0.device, x0.dtype
     Bn, m = x0.shape
     T1 = len(times)
-    t_grid = torch.as_tensor(np.asarray(times, dtype=np.float64), dtype=dt, device=dev)
+    t_grid = torch.as_tensor(np.array(times, dtype=np.float64), dtype=dt, device=dev)  # a copy: may be read-only
     t0, t_end = float(times[0]), float(times[-1])
     kw = {"dtype": dt, "device": dev}
     a = [torch.tensor(r, **kw) for r in A]

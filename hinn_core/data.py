@@ -210,6 +210,7 @@ class TrajectoryDataset:
         """
         n = len(self)
         check_seed(seed)
+        fractions = [check_real(f, "fractions") for f in fractions]
         if not fractions or any(not (np.isfinite(f) and f > 0) for f in fractions):
             raise DataError(f"split fractions must be positive numbers, got {list(fractions)}", field="fractions")
         if n < len(fractions):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hinn_core.data import check_real
 from hinn_core.dynamics import Dynamics, HamiltonianDynamics, VectorFieldDynamics
 from hinn_core.errors import ConfigError
 from hinn_core.integrators import INTEGRATORS, Integrator, get_integrator, integrate
@@ -100,8 +101,10 @@ class ModelSpec:
                 object.__setattr__(self, name, value)
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ConfigError(f"must be an integer in [{lo}, {hi}], got {value!r}", field=f"model.{name}")
-        if not (0 < float(self.resnet_step) <= 10):
+        step = check_real(self.resnet_step, "model.resnet_step", ConfigError)
+        if not 0 < step <= 10:
             raise ConfigError(f"must be in (0, 10], got {self.resnet_step!r}", field="model.resnet_step")
+        object.__setattr__(self, "resnet_step", step)  # a plain float: the spec is stored as JSON
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

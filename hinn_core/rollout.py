@@ -118,7 +118,10 @@ def check_initial_conditions(q0: Any, p0: Any, dof: int) -> tuple[np.ndarray, np
             raise DataError("must be a list of numbers", field=f"initial_conditions.{name}") from None
         if a.ndim == 1:
             a = a[None]
-        if a.ndim != 2 or a.shape[1] != dof:
+        if a.ndim != 2:
+            raise DataError(f"must be one initial condition ({dof},) or a batch (B, {dof}), got shape {a.shape}",
+                            field=f"initial_conditions.{name}")
+        if a.shape[1] != dof:
             raise DataError(f"must have {dof} component(s) (the model's dof), got shape {a.shape[1:]}",
                             field=f"initial_conditions.{name}")
         if a.shape[0] == 0:

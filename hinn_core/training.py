@@ -51,6 +51,8 @@ class TrainConfig:
     epochs: int = 100
     learning_rate: float = 1e-2
     batch_size: int = 256
+    #: steps per training window (every observed state starts one); capped by the shortest training
+    #: trajectory, with a warning logged
     rollout_steps: int = 10
     #: full-batch L-BFGS iterations after Adam (0 = none): Adam finds the basin, L-BFGS polishes —
     #: in float64 it lowers the rollout error by 1–3 orders of magnitude for the same time.
@@ -74,8 +76,9 @@ class TrainConfig:
     #: "auto": float32 on CUDA (its fast arithmetic), float64 on CPU (where it costs little and L-BFGS needs it)
     dtype: str = "auto"
     #: "observed": windows start from the observed states; "learned": the L-BFGS phase rolls every
-    #: training trajectory out whole from a free start state fitted with the weights, its misfit to the
-    #: observed start counted as one more point (errors-in-variables: noisy starts stop biasing the dynamics)
+    #: training trajectory out whole (whatever its length) from a free start state fitted with the
+    #: weights, its misfit to the observed start counted as one more point (errors-in-variables: noisy
+    #: starts stop biasing the dynamics). Needs lbfgs_iterations > 0; not for the hnn baseline
     initial_state: str = "observed"
     #: see `TRAIN_ENGINES`; both give the same gradients to round-off
     engine: str = "auto"
@@ -90,8 +93,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise bad(name, f"an integer in [{lo}, {hi}]")
-        if self.lbfgs_rollout_steps is not None and not (
-                isinstance(self.lbfgs_rollout_steps, int) and 1 <= self.lbfgs_rollout_steps <= 10_000):
+        if self.lbfgs_rollout_steps is not None and (isinstance(self.lbfgs_rollout_steps, bool) or not (
+                isinstance(self.lbfgs_rollout_steps, int) and 1 <= self.lbfgs_rollout_steps <= 10_000)):
             raise bad("lbfgs_rollout_steps", "null or an integer in [1, 10000]")
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED):
             raise bad("seed", f"an integer in [0, {MAX_SEED}] (torch's generators take 64-bit seeds)")
@@ -113,6 +116,9 @@ class TrainConfig:
             raise bad("dtype", "one of ['auto', 'float32', 'float64']")
         if self.initial_state not in INITIAL_STATES:
             raise bad("initial_state", f"one of {list(INITIAL_STATES)}")
+        if self.initial_state == "learned" and self.lbfgs_iterations == 0:
+            raise ConfigError("'learned' start states are fitted in the L-BFGS phase: set lbfgs_iterations > 0",
+                              field="training.initial_state")
         if self.engine not in TRAIN_ENGINES:
             raise bad("engine", f"one of {list(TRAIN_ENGINES)}")
 
@@ -174,12 +180,18 @@ def make_windows(ds: TrajectoryDataset, k: int) -> Windows:
     return Windows(*(torch.from_numpy(np.concatenate(a)) for a in (x0, target, h)))
 
 
-def _first_windows(ds: TrajectoryDataset, k: int) -> Windows:
-    """One window of ``k`` steps per trajectory, from its first observed state."""
-    return Windows(*(torch.from_numpy(np.stack(a)) for a in (
-        [tr.state[0] for tr in ds.trajectories],
-        [tr.state[1 : k + 1] for tr in ds.trajectories],
-        [tr.steps[:k] for tr in ds.trajectories])))
+def _whole_trajectories(ds: TrajectoryDataset) -> list[tuple[Tensor, Windows]]:
+    """Every trajectory as one window from its first observed state to its last, grouped by length
+    (a `Windows` stacks equal lengths): ``(indices into ds, windows)`` per length."""
+    by_length: dict[int, list[int]] = {}
+    for i, tr in enumerate(ds.trajectories):
+        by_length.setdefault(tr.n_points, []).append(i)
+    groups = []
+    for idx in by_length.values():
+        trs = [ds.trajectories[i] for i in idx]
+        groups.append((torch.tensor(idx), Windows(*(torch.from_numpy(np.stack(a)) for a in (
+            [tr.state[0] for tr in trs], [tr.state[1:] for tr in trs], [tr.steps for tr in trs])))))
+    return groups
 
 
 def dataset_rates(ds: TrajectoryDataset) -> np.ndarray:
@@ -301,6 +313,56 @@ def _rollout_loss(model: DynamicsModel, w: Windows, start: Tensor | None = None,
     return (sse + torch.sum((start - w.x0) ** 2)) / (w.x0.numel() * (k + 1))
 
 
+def _learned_start_loss(model: DynamicsModel, groups: list[tuple[Tensor, Windows]], start: Tensor,
+                        engine: str) -> Tensor:
+    """`_rollout_loss` with learned starts over trajectories of several lengths: each group rolled
+    out from its rows of ``start``, the squares summed over all groups and divided by their count."""
+    if len(groups) == 1:  # one length: exactly `_rollout_loss`
+        idx, w = groups[0]
+        return _rollout_loss(model, w, start[idx], engine)
+    total: Tensor | float = 0.0
+    count = 0
+    for idx, w in groups:
+        points = w.x0.numel() * (w.target.shape[1] + 1)
+        total = total + _rollout_loss(model, w, start[idx], engine) * points
+        count += points
+    return total / count
+
+
+def _check_train_inputs(dataset: TrajectoryDataset, spec: ModelSpec, config: TrainConfig,
+                        val_dataset: TrajectoryDataset | None, derivative_targets: Any) -> None:
+    """What `train`'s arguments must agree on, each a `ConfigError` naming the argument; warnings
+    for what runs but is unlikely to be meant."""
+    if val_dataset is not None and val_dataset.dof != dataset.dof:
+        raise ConfigError(f"has dof {val_dataset.dof}, the training data {dataset.dof}", field="val_dataset")
+    if spec.architecture == "hnn":
+        if config.initial_state == "learned":
+            raise ConfigError("'learned' start states need a rollout loss; the hnn baseline matches derivatives",
+                              field="training.initial_state")
+    elif derivative_targets is not None:
+        raise ConfigError(f"apply to the derivative-matching 'hnn' baseline only, not '{spec.architecture}'",
+                          field="derivative_targets")
+    if derivative_targets is not None:
+        try:
+            states, rates = (np.asarray(a, dtype=np.float64) for a in derivative_targets)
+        except (TypeError, ValueError):
+            raise ConfigError("must be a pair of arrays (states, dx/dt)", field="derivative_targets") from None
+        shape = (len(states), 2 * spec.dof)
+        if states.ndim != 2 or states.shape != shape or rates.shape != shape or not len(states):
+            raise ConfigError(f"must be two arrays of shape (N, {2 * spec.dof}) with the same N >= 1, got "
+                              f"{states.shape} and {rates.shape}", field="derivative_targets")
+        if not (np.isfinite(states).all() and np.isfinite(rates).all()):
+            raise ConfigError("contain NaN or infinity", field="derivative_targets")
+    system = dataset.system
+    if system is not None and not system.separable and spec.architecture == "hinn-separable":
+        logger.warning("training: the %s system's H couples q and p; hinn-separable learns T(p) + V(q) only "
+                       "(architecture 'hinn' learns any H)", system.name)
+    shortest = min(tr.n_points for tr in dataset.trajectories) - 1
+    if spec.architecture != "hnn" and shortest < config.rollout_steps:
+        logger.warning("training: the shortest trajectory has %d step(s): every training window is %d step(s) "
+                       "long, not rollout_steps = %d", shortest, shortest, config.rollout_steps)
+
+
 def _derivative_loss(model: DynamicsModel, x: Tensor, dx: Tensor) -> Tensor:
     n = model.dof
     dq, dp = model.rates(x[:, :n], x[:, n:])
@@ -334,6 +396,7 @@ def train(
     spec = spec or ModelSpec(dof=dataset.dof)
     if spec.dof != dataset.dof:
         raise ConfigError(f"model dof {spec.dof} does not match the data's dof {dataset.dof}", field="model.dof")
+    _check_train_inputs(dataset, spec, config, val_dataset, derivative_targets)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     t_start = time.perf_counter()
@@ -436,24 +499,29 @@ def train(
             def full_loss() -> Tensor:
                 return _derivative_loss(model, x_train, dx_train)
         else:
-            k = config.lbfgs_rollout_steps or 2 * config.rollout_steps
-            if config.initial_state == "learned":
-                k = min(tr.n_points for tr in train_ds.trajectories) - 1
-                lw = _first_windows(train_ds, k).to(device, dtype)
-            else:
-                lw = make_windows(train_ds, k).to(device, dtype)
-            if len(lw) > config.lbfgs_max_windows:
-                lw = lw.batch(torch.randperm(len(lw), generator=gen)[: config.lbfgs_max_windows].to(device))
             if config.initial_state == "learned":
                 # errors-in-variables: every trajectory is rolled out whole from a free start state, fitted
                 # jointly with the weights from the Adam solution (one start per trajectory: the noise can
                 # only be explained by the dynamics, not by extra freedom along the way)
-                start = torch.nn.Parameter(lw.x0.clone())
+                fit_ds = train_ds
+                if len(fit_ds) > config.lbfgs_max_windows:
+                    chosen = torch.randperm(len(fit_ds), generator=gen)[: config.lbfgs_max_windows]
+                    fit_ds = fit_ds.subset(sorted(chosen.tolist()))
+                groups = [(idx.to(device), w.to(device, dtype)) for idx, w in _whole_trajectories(fit_ds)]
+                start = torch.nn.Parameter(torch.as_tensor(np.stack([tr.state[0] for tr in fit_ds.trajectories]),
+                                                           device=device, dtype=dtype))
                 params.append(start)
                 tracker.start = start
 
-            def full_loss() -> Tensor:
-                return _rollout_loss(model, lw, start, config.engine)
+                def full_loss() -> Tensor:
+                    return _learned_start_loss(model, groups, start, config.engine)
+            else:
+                lw = make_windows(train_ds, config.lbfgs_rollout_steps or 2 * config.rollout_steps).to(device, dtype)
+                if len(lw) > config.lbfgs_max_windows:
+                    lw = lw.batch(torch.randperm(len(lw), generator=gen)[: config.lbfgs_max_windows].to(device))
+
+                def full_loss() -> Tensor:
+                    return _rollout_loss(model, lw, None, config.engine)
 
         lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=LBFGS_CHUNK, max_eval=2 * LBFGS_CHUNK,
                                   history_size=50,

@@ -342,6 +342,12 @@ class _Call:
         return self.q0.shape[0], self.h.shape[1], self.q0.shape[1]
 
 
+def _check_states(q: np.ndarray, p: np.ndarray, dof: int) -> None:
+    """The kernels index ``(B, dof)`` states without bounds checks: any other shape is refused here."""
+    if q.ndim != 2 or q.shape != p.shape or q.shape[1] != dof:
+        raise ValueError(f"q and p must both have shape (B, {dof}) for this model, got {q.shape} and {p.shape}")
+
+
 def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator: str | Integrator | None,
           energy: bool = True, block: int | None = None, fused: bool = False,
           reuse_jacobian: bool = True) -> _Call:
@@ -354,6 +360,7 @@ def _call(model: Any, q0: np.ndarray, p0: np.ndarray, h: np.ndarray, integrator:
     dt = packed.nrm[0].dtype
     q0 = np.ascontiguousarray(q0, dtype=dt)
     p0 = np.ascontiguousarray(p0, dtype=dt)
+    _check_states(q0, p0, packed.dof)
     B, n = q0.shape
     h2 = np.ascontiguousarray(np.atleast_2d(np.asarray(h, dtype=dt)))
     if h2.shape[0] not in (1, B):
@@ -431,8 +438,7 @@ def grad_and_hessian(model: Any, q: np.ndarray, p: np.ndarray, *,
     q = np.asarray(q, dtype=dt)
     p = np.asarray(p, dtype=dt)
     n = packed.dof
-    if q.ndim != 2 or q.shape != p.shape or q.shape[1] != n:
-        raise ValueError(f"q and p must both have shape (B, {n}), got {q.shape} and {p.shape}")
+    _check_states(q, p, n)
     X = np.ascontiguousarray(np.concatenate([q, p], 1))
     B = X.shape[0]
     G = np.empty((B, 2 * n), dt)
@@ -467,6 +473,7 @@ def rollout_rk45(model: Any, q0: np.ndarray, p0: np.ndarray, times: np.ndarray,
     packed = pack(model)
     dt = packed.nrm[0].dtype
     tol = tol.checked(model.dtype)
+    _check_states(np.asarray(q0), np.asarray(p0), packed.dof)
     x0 = np.ascontiguousarray(np.concatenate([np.asarray(q0, dt), np.asarray(p0, dt)], axis=1))
     times = np.ascontiguousarray(times, dtype=dt)
     B, n = x0.shape[0], packed.dof
