@@ -32,7 +32,7 @@ bench-perf: install
 	$(BIN)/python -m bench.perf.run
 
 bench-science: install
-	$(BIN)/python -m bench.science.run --seeds 0 1 2 --extra-seeds 0 --jobs 2
+	$(BIN)/python -m bench.science.run --seeds 0 1 2 --extra-seeds 0 --jobs 2 --json docs/benchmarks.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -46,11 +46,12 @@ DEFAULT_INTEGRATOR: dict[str, str] = {
     "mlp": "rk4",
 }
 
-#: Activation used when a spec leaves it open, as measured by the science benchmark
-#: (docs/benchmarks.md): log cosh (``antitanh``) keeps its slope outside the training states, where
-#: tanh flattens a separable H (spring σ = 0.1 state MSE 7.7e-3 vs 0.16, pendulum 9.4e-4 vs 8.6e-2);
-#: the general H keeps tanh (non-separable H: state MSE 2.9e-5 vs 7.1e-2 with log cosh); HNN is
-#: the published tanh network; the unconstrained field uses hinn-separable's.
+#: Activation used when a spec leaves it open, as the science benchmark measured when the defaults
+#: were chosen (`bench.science.run --hinn-spec` with each activation; that run's figures): log cosh
+#: (``antitanh``) keeps its slope outside the training states, where tanh flattens a separable H
+#: (spring σ = 0.1 state MSE 7.7e-3 vs 0.16, pendulum 9.4e-4 vs 8.6e-2); the general H keeps tanh
+#: (non-separable H: state MSE 2.9e-5 vs 7.1e-2 with log cosh); HNN is the published tanh network;
+#: the unconstrained field uses hinn-separable's.
 DEFAULT_ACTIVATION: dict[str, str] = {
     "hinn": "tanh",
     "hinn-separable": "antitanh",
