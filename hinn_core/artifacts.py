@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from hinn_core.atomic import write_bytes_atomically
 from hinn_core.errors import ArtifactError, ConfigError
 from hinn_core.models import DynamicsModel, ModelSpec
 
@@ -167,16 +168,7 @@ def model_from_bytes(data: bytes, *, device: str | torch.device = "cpu",
 def save_model(model: DynamicsModel, path: str | Path, metadata: dict[str, Any]) -> str:
     """Write the model file atomically (temp file + rename); returns its sha256."""
     data = model_to_bytes(model, metadata)
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(21, "is a directory, not a model file name", str(path))
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # no half-written file left behind
-        raise
+    write_bytes_atomically(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from hinn_core.atomic import write_bytes_atomically
 from hinn_core.data import Trajectory, TrajectoryDataset
 from hinn_core.errors import DataError, DataLimitError
 
@@ -470,16 +471,16 @@ def dataset_from_bytes(data: bytes, filename: str, *, max_points: int | None = N
 
 
 def save_dataset(ds: TrajectoryDataset, path: str | Path) -> Path:
-    """Write ``ds`` in the format of ``path``'s suffix (.json, .csv or .npz); returns the path."""
+    """Write ``ds`` in the format of ``path``'s suffix (.json, .csv or .npz), atomically; returns the path."""
     path = Path(path)
     suffix = _suffix(path)
     if suffix == ".npz":
-        path.write_bytes(dataset_to_npz_bytes(ds))
+        data = dataset_to_npz_bytes(ds)
     elif suffix == ".json":
-        path.write_text(json.dumps(dataset_to_json(ds), default=_json_default), encoding="utf-8")
+        data = json.dumps(dataset_to_json(ds), default=_json_default).encode("utf-8")
     else:
-        path.write_text(dataset_to_csv_text(ds), encoding="utf-8", newline="")
-    return path
+        data = dataset_to_csv_text(ds).encode("utf-8")
+    return write_bytes_atomically(path, data)
 
 
 def load_dataset(path: str | Path, *, max_points: int | None = None,

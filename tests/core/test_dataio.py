@@ -369,3 +369,26 @@ def test_unknown_suffix(name: str, tmp_path: Path, ragged: TrajectoryDataset) ->
     with pytest.raises(DataError) as info:
         load_dataset(tmp_path / "absent.csv")
     assert info.value.field == "path"
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv", ".npz"])
+def test_save_dataset_replaces_a_file_whole_or_not_at_all(tmp_path, monkeypatch, suffix: str) -> None:
+    """Through a temp file and a rename: a failed write leaves the previous file as it was, no temp file."""
+    path = tmp_path / f"d{suffix}"
+    old = generate_dataset("spring", 2, 0.5, 0.1, seed=0)
+    save_dataset(old, path)
+    before = path.read_bytes()
+
+    def fail(self, target):  # the rename fails, as on a full disk or a crash just before it
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", fail)
+    with pytest.raises(OSError, match="No space left"):
+        save_dataset(generate_dataset("spring", 3, 0.5, 0.1, seed=1), path)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    monkeypatch.undo()
+    assert len(load_dataset(path)) == 2
+    folder = tmp_path / f"folder{suffix}"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError):
+        save_dataset(old, folder)
