@@ -276,6 +276,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source = loaded.metadata.get("lineage", {}).get("dataset", {})
     system = make_system(source["system"], source.get("parameters")) if source.get("system") else None
     tolerances = None
+    if (args.rtol is not None or args.atol is not None) and args.integrator != "rk45":
+        args.command_parser.error("argument --rtol/--atol: apply with --integrator rk45 only")
     if args.rtol is not None or args.atol is not None:
         from hinn_core.adaptive import tolerances_for
 
@@ -324,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     from hinn_core.errors import HinnError
 
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    args.given_flags = {token.split("=", 1)[0] for token in argv if token.startswith("--")}
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -352,9 +356,16 @@ def _flag_of(exc: BaseException, args: argparse.Namespace) -> str | None:
         return None
     name = "param" if field.startswith("parameters.") else field.rsplit(".", 1)[-1]
     flag = "--" + name.replace("_", "-")
-    action = parser._option_string_actions.get(flag)  # argparse keeps no public map of its options
-    if action is None or getattr(args, action.dest, None) in (None, []):
-        return None  # not a flag of this command, or one the user did not give
+    options = parser._option_string_actions  # argparse keeps no public map of its options
+
+    def resolved(token: str) -> str | None:  # argparse accepts unique prefixes (--t-e for --t-end)
+        if token in options:
+            return token
+        matches = [option for option in options if option.startswith(token)]
+        return matches[0] if len(matches) == 1 else None
+
+    if flag not in options or flag not in {resolved(t) for t in getattr(args, "given_flags", ())}:
+        return None  # not a flag of this command, or one the user did not give (a default)
     return flag
 
 

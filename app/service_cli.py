@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -28,6 +29,13 @@ def _check_device(device: str) -> None:
         if not torch.cuda.is_available():
             raise SystemExit("hinn: error: device 'cuda' (HINN_DEVICE or --device) but torch sees no CUDA "
                              "device on this machine; use --device cpu or auto")
+
+
+def _check_fastpath_settings() -> None:
+    """A worker's training children read ``HINN_FASTPATH_*`` when they import the kernels: a bad value
+    would fail every job, so a worker with one set imports them once here and refuses to start."""
+    if any(os.environ.get(name) for name in ("HINN_FASTPATH_THREADS", "HINN_FASTPATH_PARALLEL_MIN")):
+        from hinn_core import fastpath  # noqa: F401 - raises ConfigError naming the variable
 
 
 def _check_database(settings: Any) -> None:
@@ -87,6 +95,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args, device=args.device, poll_seconds=args.poll_seconds, lease_seconds=args.lease_seconds)
     _check_device(settings.device)
+    _check_fastpath_settings()
     configure_logging(settings.log_level)
     db = Database(settings.database_url)
     _ensure_schema(db, settings)

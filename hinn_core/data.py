@@ -33,7 +33,10 @@ def check_seed(seed: Any, field: str = "seed") -> None:
 
 def check_real(value: Any, field: str, error: type[HinnError] = DataError) -> float:
     """``value`` as a float; ``error`` naming ``field`` unless it is a real number (not a string, a bool,
-    None, or an int too large for a float) — range checks stay with the caller."""
+    None, or an int too large for a float) — range checks stay with the caller. 0-d arrays and tensors
+    count as their one number."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # np.array(1.0), torch.tensor(1.0)
+        value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise error(f"must be a number, got {value!r}", field=field)
     try:

@@ -333,18 +333,16 @@ def _check_train_inputs(dataset: TrajectoryDataset, spec: ModelSpec, config: Tra
                         val_dataset: TrajectoryDataset | None, derivative_targets: Any) -> None:
     """What `train`'s arguments must agree on, each a `ConfigError` naming the argument; warnings
     for what runs but is unlikely to be meant."""
+    check_options(spec, config)
     if val_dataset is not None and val_dataset.dof != dataset.dof:
         raise ConfigError(f"has dof {val_dataset.dof}, the training data {dataset.dof}", field="val_dataset")
-    if spec.architecture == "hnn":
-        if config.initial_state == "learned":
-            raise ConfigError("'learned' start states need a rollout loss; the hnn baseline matches derivatives",
-                              field="training.initial_state")
-    elif derivative_targets is not None:
+    if derivative_targets is not None and spec.architecture != "hnn":
         raise ConfigError(f"apply to the derivative-matching 'hnn' baseline only, not '{spec.architecture}'",
                           field="derivative_targets")
     if derivative_targets is not None:
         try:
-            states, rates = (np.asarray(a, dtype=np.float64) for a in derivative_targets)
+            states, rates = (a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a, dtype=np.float64)
+                             for a in derivative_targets)
         except (TypeError, ValueError):
             raise ConfigError("must be a pair of arrays (states, dx/dt)", field="derivative_targets") from None
         shape = (len(states), 2 * spec.dof)
@@ -357,10 +355,14 @@ def _check_train_inputs(dataset: TrajectoryDataset, spec: ModelSpec, config: Tra
     if system is not None and not system.separable and spec.architecture == "hinn-separable":
         logger.warning("training: the %s system's H couples q and p; hinn-separable learns T(p) + V(q) only "
                        "(architecture 'hinn' learns any H)", system.name)
-    shortest = min(tr.n_points for tr in dataset.trajectories) - 1
-    if spec.architecture != "hnn" and shortest < config.rollout_steps:
-        logger.warning("training: the shortest trajectory has %d step(s): every training window is %d step(s) "
-                       "long, not rollout_steps = %d", shortest, shortest, config.rollout_steps)
+
+
+def check_options(spec: ModelSpec, config: TrainConfig) -> None:
+    """What a model spec and a training config must agree on (`train` checks it; a service can check
+    it before queueing a job): a `ConfigError` naming the option."""
+    if spec.architecture == "hnn" and config.initial_state == "learned":
+        raise ConfigError("'learned' start states need a rollout loss; the hnn baseline matches derivatives",
+                          field="training.initial_state")
 
 
 def _derivative_loss(model: DynamicsModel, x: Tensor, dx: Tensor) -> Tensor:
@@ -404,6 +406,11 @@ def train(
     train_ds = dataset
     if val_dataset is None and config.val_fraction > 0 and len(dataset) >= 2:
         train_ds, val_dataset = dataset.split((1 - config.val_fraction, config.val_fraction), seed=config.seed)
+
+    shortest = min(tr.n_points for tr in train_ds.trajectories) - 1
+    if spec.architecture != "hnn" and shortest < config.rollout_steps:
+        logger.warning("training: the shortest training trajectory has %d step(s): every training window is %d "
+                       "step(s) long, not rollout_steps = %d", shortest, shortest, config.rollout_steps)
 
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)

@@ -29,6 +29,7 @@ from app.schemas import TRAIN_EXAMPLES, JobPublic, JobStatusName, Page, TrainReq
 from app.settings import Settings
 from hinn_core import ModelSpec, TrainConfig, TrajectoryDataset
 from hinn_core.plotting import loss_curve_png
+from hinn_core.training import check_options
 
 router = APIRouter(tags=["jobs"])
 
@@ -45,7 +46,9 @@ def resolve_request(body: TrainRequest, settings: Settings, dataset_id: str | No
     model = body.model.model_dump()
     spec = ModelSpec(dof=1, integrator=body.integrator, **model)  # dof comes from the data at training time
     model["activation"] = spec.activation  # resolved like the integrator: the stored request is complete
-    training = TrainConfig(**body.training.model_dump()).to_dict()
+    config = TrainConfig(**body.training.model_dump())
+    check_options(spec, config)  # before anything is stored: a job that could only fail is not queued
+    training = config.to_dict()
     request: dict[str, Any] = {"name": body.name, "dataset_id": dataset_id, "model": model,
                                "integrator": spec.integrator, "training": training,
                                "test_fraction": body.test_fraction}

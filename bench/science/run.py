@@ -136,6 +136,8 @@ def run_task(task: Task, seed: int, quick: bool, methods: list[str], log: Any,
             spec = ModelSpec(architecture="mlp", dof=hinn.dof, width=hinn.width, depth=hinn.depth,
                              activation=hinn.activation, resnet_step=hinn.resnet_step, integrator="rk4")
             cfg = hinn_config(task, len(make_windows(train_set, TrainConfig().rollout_steps)), quick)
+            if hinn_train:
+                cfg = dataclasses.replace(cfg, **hinn_train)
             model = train(train_set, spec, cfg).model
             step, integrator = dt, "rk4"
         seconds = time.perf_counter() - t0
@@ -241,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["hinn", "hnn", "mlp"])
     parser.add_argument("--hinn-spec", default="{}", help='JSON ModelSpec overrides for hinn, e.g. '
                         '\'{"architecture": "hinn-separable", "width": 16}\' (default: the service defaults)')
-    parser.add_argument("--hinn-train", default="{}", help="JSON TrainConfig overrides for hinn")
+    parser.add_argument("--hinn-train", default="{}",
+                        help="JSON TrainConfig overrides for hinn (and for mlp, trained with hinn's recipe)")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     parser.add_argument("--json", type=Path, default=None, help="write the summary rows as JSON here")
     parser.add_argument("--render", type=Path, default=None,

@@ -83,6 +83,10 @@ def test_inline_dataset_is_stored_with_the_job(client: TestClient) -> None:
     ({"dataset_id": None, "dataset": spring_spec(system="nope")}, 422, "dataset.system"),
     ({"dataset_id": None, "dataset": spring_spec(dt=5.0)}, 422, "dataset.dt"),
     ({"dataset_id": None, "dataset": spring_spec(n_trajectories=10_001)}, 413, "dataset.n_trajectories"),
+    # options hinn_core refuses together: refused before anything is stored, not a job that can only fail
+    ({"dataset_id": None, "dataset": spring_spec(), "model": {"architecture": "hnn"},
+      "training": tiny_training(initial_state="learned", lbfgs_iterations=2)}, 422, "training.initial_state"),
+    ({"training": tiny_training(initial_state="learned", lbfgs_iterations=0)}, 422, "training.initial_state"),
 ])
 def test_train_rejects_bad_input(build: Callable[..., TestClient], overrides: dict[str, Any], status: int,
                                  field: str) -> None:

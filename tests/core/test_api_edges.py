@@ -62,10 +62,13 @@ def test_check_real_refuses_what_is_not_a_float(value: object) -> None:
 
 
 def test_check_real_takes_python_and_numpy_numbers() -> None:
-    values = [3, 2.5, np.float32(0.5), np.int64(7), float("nan")]
+    values = [3, 2.5, np.float32(0.5), np.int64(7), np.array(1.5), torch.tensor(2.0), float("nan")]
     got = [check_real(v, "x") for v in values]
     assert all(type(g) is float for g in got)
-    assert got[:4] == [3.0, 2.5, 0.5, 7.0] and np.isnan(got[4])
+    assert got[:6] == [3.0, 2.5, 0.5, 7.0, 1.5, 2.0] and np.isnan(got[6])
+    for bad in (np.array([1.0]), np.array(True), torch.tensor([1.0, 2.0]), np.array("3")):
+        with pytest.raises(DataError, match="^x: must be a number"):
+            check_real(bad, "x")
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [({"t_end": "3"}, "t_end"), ({"dt": "0.1"}, "dt"),

@@ -157,8 +157,8 @@ def test_predict_adaptive_rk45_with_tolerances(model_file, capsys) -> None:
     assert doc["trajectories"][0]["evaluations"] > 6 and "evaluations" not in fixed["trajectories"][0]
     q, q_fixed = np.array(doc["trajectories"][0]["q"]), np.array(fixed["trajectories"][0]["q"])
     assert np.abs(q - q_fixed).max() < 1e-4  # RK4 at dt 0.1 against an accurate solution
-    _usage_error(capsys, [*args, "--rtol", "1e-6"],  # tolerances with a fixed-step integrator
-                 "argument --rtol: tolerances apply to integrator 'rk45' only")
+    for flag in ("--rtol", "--atol"):  # tolerances with a fixed-step integrator
+        _usage_error(capsys, [*args, flag, "1e-6"], "argument --rtol/--atol: apply with --integrator rk45 only")
 
 
 def test_predict_with_the_wrong_dimension_names_the_flag(model_file, tmp_path, capsys) -> None:
@@ -274,6 +274,15 @@ def test_train_flag_values_refused_by_hinn_core_are_usage_errors(tmp_path, capsy
 def test_predict_flag_values_refused_by_hinn_core_are_usage_errors(model_file, capsys, extra: list,
                                                                    needle: str) -> None:
     _usage_error(capsys, ["predict", model_file, "--q", "1", "--p", "0", *extra], "hinn predict: error: " + needle)
+
+
+def test_a_default_is_not_blamed_as_a_flag_the_user_gave(tmp_path, capsys) -> None:
+    """--t-end 0.05 makes the default --dt too long: hinn_core's field name and exit 1, not 'argument --dt'."""
+    base = ["train", "--system", "spring", "--out", str(tmp_path / "m.model"), *TINY]
+    _one_line_error(capsys, 1, main([*base, "--t-end", "0.05"]), "hinn train: error: dt: must be in (0, ")
+    _usage_error(capsys, [*base, "--t-end", "0.05", "--dt", "0.1"], "argument --dt: must be in (0, ")
+    _usage_error(capsys, [*base, "--dt-j", "1.5"], "argument --dt-jitter: ")  # argparse's prefixes resolve
+    _usage_error(capsys, [*base, "--t-end=0.05", "--dt=0.1"], "argument --dt: ")
 
 
 def test_train_names_a_missing_data_file_and_its_flag(tmp_path, capsys) -> None:

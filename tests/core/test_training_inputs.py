@@ -73,8 +73,8 @@ def test_derivative_targets_are_checked(spring) -> None:
         with pytest.raises(ConfigError, match=f"^derivative_targets: .*{problem}"):
             train(spring, hnn, QUICK, derivative_targets=targets)
     states = spring.states()
-    x = train(spring, hnn, QUICK, derivative_targets=(states, np.zeros_like(states)))
-    assert x.model.spec.architecture == "hnn"
+    for targets in ((states, np.zeros_like(states)), (torch.as_tensor(states), torch.zeros(states.shape))):
+        assert train(spring, hnn, QUICK, derivative_targets=targets).model.spec.architecture == "hnn"
 
 
 def test_learned_starts_need_lbfgs_and_a_rollout_loss(spring) -> None:
@@ -130,18 +130,26 @@ def test_learned_start_loss_counts_every_trajectory_whole(engine: str) -> None:
     ds = _mixed_lengths()
     model = DynamicsModel(ModelSpec(dof=1, width=4)).double()
     start = torch.as_tensor(np.stack([tr.state[0] for tr in ds.trajectories])) + 0.01
+
+    def by_definition(rows: list[int]) -> float:
+        """Each trajectory alone, rolled out whole from its learned start; every point counts once."""
+        sse, points = 0.0, 0
+        for i in rows:
+            tr = ds.trajectories[i]
+            with torch.no_grad():
+                q, p = model.rollout(start[i : i + 1, :1], start[i : i + 1, 1:], torch.as_tensor(tr.steps))
+            x = torch.cat([q, p], -1)[0].numpy()
+            sse += float(((x[1:] - tr.state[1:]) ** 2).sum() + ((start[i].numpy() - tr.state[0]) ** 2).sum())
+            points += 2 * tr.n_points
+        return sse / points
+
     got = _learned_start_loss(model, _whole_trajectories(ds), start, engine).detach()
-    sse, points = 0.0, 0
-    for i, tr in enumerate(ds.trajectories):  # each trajectory alone, by the definition
-        with torch.no_grad():
-            q, p = model.rollout(start[i : i + 1, :1], start[i : i + 1, 1:], torch.as_tensor(tr.steps))
-        x = torch.cat([q, p], -1)[0].numpy()
-        sse += float(((x[1:] - tr.state[1:]) ** 2).sum() + ((start[i].numpy() - tr.state[0]) ** 2).sum())
-        points += 2 * tr.n_points
-    assert float(got) == pytest.approx(sse / points, rel=1e-12)
-    idx, w = next(g for g in _whole_trajectories(ds) if len(g[0]) == 2)  # one length: the plain loss
-    assert float(_learned_start_loss(model, [(idx, w)], start, engine).detach()) == float(
-        _rollout_loss(model, w, start[idx], engine).detach())
+    assert float(got) == pytest.approx(by_definition([0, 1, 2, 3]), rel=1e-12)
+    equal = ds.subset([0, 2])  # one length: the loss as before this change, `_rollout_loss` on one Windows
+    (group,) = _whole_trajectories(equal)
+    one = float(_learned_start_loss(model, [group], start[[0, 2]], engine).detach())
+    assert one == pytest.approx(by_definition([0, 2]), rel=1e-12)
+    assert one == float(_rollout_loss(model, group[1], start[[0, 2]], engine).detach())
 
 
 def test_training_with_learned_starts_on_mixed_lengths(caplog) -> None:

@@ -62,3 +62,23 @@ def test_a_worker_needs_at_least_one_thread(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="threads"):
         Worker(None, None, threads=0)  # type: ignore[arg-type]
+
+
+def test_a_worker_refuses_a_bad_fastpath_setting(tmp_path) -> None:
+    """Its training children read HINN_FASTPATH_* when they import the kernels: every job would fail.
+    A fresh process, since this one has imported the kernels already."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("hinn", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    done = subprocess.run([exe, "worker", "--database-url", f"sqlite:///{tmp_path}/x.db", "--exit-when-idle"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HINN_FASTPATH_THREADS": "0"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().startswith("hinn worker: error: HINN_FASTPATH_THREADS: must be an integer >= 1, "
+                                          "got '0'"), done.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before touching the database
