@@ -276,9 +276,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     source = loaded.metadata.get("lineage", {}).get("dataset", {})
     system = make_system(source["system"], source.get("parameters")) if source.get("system") else None
     tolerances = None
-    if (args.rtol is not None or args.atol is not None) and args.integrator != "rk45":
-        args.command_parser.error("argument --rtol/--atol: apply with --integrator rk45 only")
     if args.rtol is not None or args.atol is not None:
+        if args.integrator != "rk45":
+            args.command_parser.error("argument --rtol/--atol: apply with --integrator rk45 only")
         from hinn_core.adaptive import tolerances_for
 
         tolerances = tolerances_for(loaded.model.dtype, args.rtol, args.atol)

@@ -345,8 +345,7 @@ def _check_train_inputs(dataset: TrajectoryDataset, spec: ModelSpec, config: Tra
                              for a in derivative_targets)
         except (TypeError, ValueError):
             raise ConfigError("must be a pair of arrays (states, dx/dt)", field="derivative_targets") from None
-        shape = (len(states), 2 * spec.dof)
-        if states.ndim != 2 or states.shape != shape or rates.shape != shape or not len(states):
+        if states.ndim != 2 or states.shape[1:] != (2 * spec.dof,) or rates.shape != states.shape or not len(states):
             raise ConfigError(f"must be two arrays of shape (N, {2 * spec.dof}) with the same N >= 1, got "
                               f"{states.shape} and {rates.shape}", field="derivative_targets")
         if not (np.isfinite(states).all() and np.isfinite(rates).all()):

@@ -66,6 +66,7 @@ def test_derivative_targets_are_checked(spring) -> None:
     bad = [((np.zeros((5, 2)), np.zeros((4, 2))), r"shape \(N, 2\) with the same N >= 1, got \(5, 2\) and \(4, 2\)"),
            ((np.zeros((5, 3)), np.zeros((5, 3))), r"got \(5, 3\)"),
            ((np.zeros((0, 2)), np.zeros((0, 2))), "same N >= 1"),
+           ((1.0, 2.0), r"got \(\) and \(\)"),  # 0-d: once a TypeError from len()
            ((np.zeros((5, 2)), np.full((5, 2), np.nan)), "contain NaN"),
            (("ab", "cd"), "must be a pair of arrays"),
            (np.zeros((3, 5, 2)), "must be a pair of arrays")]
