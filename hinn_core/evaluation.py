@@ -24,7 +24,7 @@ import torch
 from hinn_core.data import TrajectoryDataset, check_real
 from hinn_core.errors import ConfigError
 from hinn_core.models import DynamicsModel
-from hinn_core.rollout import predict
+from hinn_core.rollout import check_system, predict
 from hinn_core.systems import System
 
 
@@ -72,8 +72,7 @@ def evaluate(
     horizon_factor = check_real(horizon_factor, "horizon_factor", ConfigError)
     if not (math.isfinite(horizon_factor) and horizon_factor > 0):
         raise ConfigError(f"must be a finite number > 0, got {horizon_factor!r}", field="horizon_factor")
-    if system is not None and system.dof != model.dof:
-        raise ConfigError(f"the {system.name} system has dof {system.dof}, the model {model.dof}", field="system")
+    check_system(system, model)  # before the rollouts below
     metrics: dict[str, Any] = {"n_test_trajectories": len(test), **rollout_errors(model, test)}
 
     trs = test.trajectories[:max_long_trajectories]

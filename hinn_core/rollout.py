@@ -134,6 +134,13 @@ def check_initial_conditions(q0: Any, p0: Any, dof: int) -> tuple[np.ndarray, np
     return arrays[0], arrays[1]
 
 
+def check_system(system: System | None, model: DynamicsModel) -> None:
+    """A `ConfigError` when ``system`` (for H_true, the reference solution) has another dof than
+    ``model``: its energy of the model's states would be wrong, or an IndexError."""
+    if system is not None and system.dof != model.dof:
+        raise ConfigError(f"the {system.name} system has dof {system.dof}, the model {model.dof}", field="system")
+
+
 @torch.no_grad()
 def predict(
     model: DynamicsModel,
@@ -159,8 +166,7 @@ def predict(
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine '{engine}'; choose one of {list(ENGINES)}", field="engine")
     q_np, p_np = check_initial_conditions(q0, p0, model.dof)
-    if system is not None and system.dof != model.dof:  # H_true of another system's states: wrong, or an IndexError
-        raise ConfigError(f"the {system.name} system has dof {system.dof}, the model {model.dof}", field="system")
+    check_system(system, model)
     times = check_times(times)
     is_adaptive = integrator == adaptive.NAME
     if tolerances is not None and not is_adaptive:
